@@ -1,0 +1,23 @@
+"""Per-example classification losses, optax style: ``loss(logits, labels, *, where=None, axis_name=None, **hp)``.
+
+* `gence`: Generative Cross-Entropy (Zhan, Zhou & Shen 2026), normalised over the global batch.
+* `mgce`, `mgce_probs`, `mgce_nu`: Minimax Generalized Cross-Entropy (Bondugula et al., AISTATS 2026).
+* baselines: `cross_entropy`, `generalized_ce` (`lq`), `mae`, `focal`, `flsd53`, `dual_focal`, `brier`, `nce_rce`.
+* `get_loss(name, **hparams)`: a `Loss` with ``per_example`` and ``probs`` (its probability link).
+* `checked(loss)`: raise on out-of-range labels and NaN/Inf logits instead of returning NaN.
+
+This package imports only jax: no TensorFlow, no Flax.
+"""
+
+from gence_jax.losses.baselines import (brier, cross_entropy, dual_focal, flsd53, focal, generalized_ce, lq, mae,
+                                        nce_rce)
+from gence_jax.losses.checked import LossInputError, check_inputs, checked
+from gence_jax.losses.generative_ce import gence
+from gence_jax.losses.minimax_gce import mgce, mgce_l1_penalty, mgce_nu, mgce_probs, mgce_worst_case
+from gence_jax.losses.registry import Loss, available_losses, get_loss, softmax_probs
+
+__all__ = [
+    "Loss", "LossInputError", "available_losses", "brier", "check_inputs", "checked", "cross_entropy",
+    "dual_focal", "flsd53", "focal", "gence", "generalized_ce", "get_loss", "lq", "mae", "mgce", "mgce_l1_penalty",
+    "mgce_nu", "mgce_probs", "mgce_worst_case", "nce_rce", "softmax_probs",
+]

@@ -1,0 +1,87 @@
+"""Input checks and small helpers shared by every loss.
+
+Checks here run at trace time on shapes, dtypes and hyper-parameters, so they cost nothing inside `jax.jit`.
+Value checks (labels in range, finite logits) cannot raise under `jit`; see `gence_jax.losses.checked`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+
+def check_logits_labels(logits, labels, where=None, *, fn: str):
+  """Validates `logits` [..., K], integer `labels` [...] and the optional bool mask `where` [...].
+
+  Returns `(logits, labels, where)` as arrays with `logits` promoted to at least float32 (bfloat16 and
+  float16 inputs are computed in float32).
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise TypeError(f"{fn}: `logits` must be a floating-point array, got dtype {logits.dtype}.")
+  if logits.ndim < 1:
+    raise ValueError(f"{fn}: `logits` must have shape [..., num_classes], got a scalar.")
+  if logits.shape[-1] < 2:
+    raise ValueError(f"{fn}: `logits` needs at least 2 classes on its last axis, got shape {logits.shape}.")
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(
+        f"{fn}: `labels` must be integer class ids, got dtype {labels.dtype}. "
+        "Pass integer labels of shape logits.shape[:-1] (use the one-hot variants for soft targets)."
+    )
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(
+        f"{fn}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}."
+    )
+  if where is not None:
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+      raise TypeError(f"{fn}: `where` must be a boolean mask, got dtype {where.dtype}.")
+    if where.shape != labels.shape:
+      raise ValueError(f"{fn}: `where` must have the shape of `labels` {labels.shape}, got {where.shape}.")
+  return logits.astype(compute_dtype(logits.dtype)), labels, where
+
+
+def compute_dtype(dtype):
+  """float32 for bfloat16/float16/float32 inputs, float64 for float64 inputs."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_hparam(fn: str, name: str, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
+  """Raises a ValueError naming `name` unless `value` is a real number in the given interval."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, jax.Array) and value.ndim == 0:
+      return value  # traced hyper-parameters (e.g. under a vmap over beta) are not range-checked
+    raise TypeError(f"{fn}: `{name}` must be a real number, got {value!r}.")
+  lo_ok = low is None or (value >= low if low_inclusive else value > low)
+  hi_ok = high is None or (value <= high if high_inclusive else value < high)
+  if not (lo_ok and hi_ok):
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    interval = f"{'[' if low_inclusive else '('}{lo}, {hi}{']' if high_inclusive else ')'}"
+    raise ValueError(f"{fn}: `{name}` must be in {interval}, got {value!r}.")
+  return value
+
+
+def label_in_range(labels, num_classes):
+  return (labels >= 0) & (labels < num_classes)
+
+
+def take_label(values, labels):
+  """values[..., labels] for integer labels of shape values.shape[:-1]; out-of-range labels are clipped."""
+  safe = jnp.clip(labels, 0, values.shape[-1] - 1)
+  return jnp.take_along_axis(values, safe[..., None], axis=-1)[..., 0]
+
+
+def finalize(loss, labels, num_classes, where):
+  """Per-example output convention shared by all losses.
+
+  * rows with an out-of-range label give NaN (a clear value; `checked` raises instead);
+  * rows masked out by `where=False` give exactly 0 (and no gradient).
+  """
+  loss = jnp.where(label_in_range(labels, num_classes), loss, jnp.nan)
+  if where is not None:
+    loss = jnp.where(where, loss, 0.0)
+  return loss

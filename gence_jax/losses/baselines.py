@@ -1,0 +1,168 @@
+"""Per-example baseline losses: the comparisons GenCE and MGCE are measured against.
+
+Every function has the signature ``loss(logits, labels, *, where=None, axis_name=None, **hparams)`` and returns one
+value per example (shape ``labels.shape``), with no reduction. ``logits`` is ``[..., K]``, ``labels`` integer
+``[...]``. ``where=False`` rows give 0; out-of-range labels give NaN (use `gence_jax.losses.checked` to raise).
+``axis_name`` is accepted for a uniform signature: none of these losses couples examples, so it is unused.
+Notation: ``p = softmax(z)``, ``p_y`` the probability of the label, ``e_y`` its one-hot vector.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gence_jax.losses._common import check_hparam, check_logits_labels, finalize, take_label
+
+
+def _prepare(logits, labels, where, fn):
+  logits, labels, where = check_logits_labels(logits, labels, where, fn=fn)
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  return logits, labels, where, log_p
+
+
+def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, axis_name=None):
+  r"""Cross-entropy with optional label smoothing.
+
+  .. math:: \ell(z, y) = -\sum_k t_k \log p_k, \qquad t = (1 - \varepsilon) e_y + \varepsilon / K
+
+  Label smoothing: Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision".
+  ``label_smoothing`` must be in [0, 1).
+  """
+  del axis_name
+  check_hparam("cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
+  logits, labels, where, log_p = _prepare(logits, labels, where, "cross_entropy")
+  # -sum_k t_k log p_k = (1 - eps) (-log p_y) - eps * mean_k log p_k
+  loss = -(1.0 - label_smoothing) * take_label(log_p, labels)
+  if label_smoothing:
+    loss = loss - label_smoothing * jnp.mean(log_p, axis=-1)
+  return finalize(loss, labels, logits.shape[-1], where)
+
+
+def generalized_ce(logits, labels, *, q: float = 0.7, where=None, axis_name=None):
+  r"""Generalized cross-entropy, the :math:`L_q` loss of Zhang & Sabuncu 2018.
+
+  .. math:: \ell(z, y) = \frac{1 - p_y^{\,q}}{q}, \qquad q \in (0, 1]
+
+  :math:`q \to 0` recovers cross-entropy, :math:`q = 1` is :math:`1 - p_y` (MAE up to a factor 2).
+  Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels",
+  NeurIPS 2018. (Not to be confused with GenCE, `gence`.) In the MGCE parameterisation, q = 1/beta.
+  """
+  del axis_name
+  check_hparam("generalized_ce", "q", q, low=0.0, high=1.0, low_inclusive=False)
+  logits, labels, where, log_p = _prepare(logits, labels, where, "generalized_ce")
+  log_py = take_label(log_p, labels)
+  loss = -jnp.expm1(q * log_py) / q  # (1 - p_y^q) / q, accurate for small q * log p_y
+  return finalize(loss, labels, logits.shape[-1], where)
+
+
+lq = generalized_ce
+
+
+def mae(logits, labels, *, where=None, axis_name=None):
+  r"""Mean absolute error between the one-hot label and the softmax output.
+
+  .. math:: \ell(z, y) = \lVert e_y - p \rVert_1 = 2 (1 - p_y)
+
+  Ghosh, Kumar & Sastry, "Robust Loss Functions under Label Noise for Deep Neural Networks", AAAI 2017.
+  """
+  del axis_name
+  logits, labels, where, log_p = _prepare(logits, labels, where, "mae")
+  loss = 2.0 * (1.0 - jnp.exp(take_label(log_p, labels)))
+  return finalize(loss, labels, logits.shape[-1], where)
+
+
+def _focal_term(log_py, gamma):
+  # -(1 - p_y)^gamma log p_y; written with -expm1 so that 1 - p_y keeps precision as p_y -> 1.
+  one_minus = -jnp.expm1(log_py)
+  return -(one_minus**gamma) * log_py
+
+
+def focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
+  r"""Focal loss.
+
+  .. math:: \ell(z, y) = -(1 - p_y)^\gamma \log p_y, \qquad \gamma \ge 0
+
+  Lin, Goyal, Girshick, He & Dollar, "Focal Loss for Dense Object Detection", ICCV 2017; its calibration
+  properties: Mukhoti et al., NeurIPS 2020. ``gamma = 0`` is cross-entropy.
+  """
+  del axis_name
+  check_hparam("focal", "gamma", gamma, low=0.0)
+  logits, labels, where, log_p = _prepare(logits, labels, where, "focal")
+  loss = _focal_term(take_label(log_p, labels), gamma)
+  return finalize(loss, labels, logits.shape[-1], where)
+
+
+def flsd53(logits, labels, *, where=None, axis_name=None):
+  r"""Sample-dependent focal loss FLSD-53.
+
+  .. math:: \ell(z, y) = -(1 - p_y)^{\gamma(p_y)} \log p_y, \qquad
+            \gamma(p_y) = 5 \text{ if } p_y < 0.2 \text{ else } 3
+
+  The choice of gamma is a piecewise-constant function of p_y and is not differentiated.
+  Mukhoti, Kulharia, Sanyal, Golodetz, Torr & Dokania, "Calibrating Deep Neural Networks using Focal Loss",
+  NeurIPS 2020.
+  """
+  del axis_name
+  logits, labels, where, log_p = _prepare(logits, labels, where, "flsd53")
+  log_py = take_label(log_p, labels)
+  gamma = jnp.where(jax.lax.stop_gradient(log_py) < jnp.log(0.2), 5.0, 3.0)
+  loss = _focal_term(log_py, gamma)
+  return finalize(loss, labels, logits.shape[-1], where)
+
+
+def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
+  r"""Dual focal loss.
+
+  .. math:: \ell(z, y) = -(1 - p_y + p_j)^\gamma \log p_y, \qquad p_j = \max_{k \ne y} p_k
+
+  Tao, Dong & Xu, "Dual Focal Loss for Calibration", ICML 2023. ``gamma >= 0``.
+  """
+  del axis_name
+  check_hparam("dual_focal", "gamma", gamma, low=0.0)
+  logits, labels, where, log_p = _prepare(logits, labels, where, "dual_focal")
+  k = logits.shape[-1]
+  log_py = take_label(log_p, labels)
+  is_label = jax.nn.one_hot(labels, k, dtype=jnp.bool_)
+  p_other = jnp.max(jnp.where(is_label, 0.0, jnp.exp(log_p)), axis=-1)
+  loss = -((-jnp.expm1(log_py) + p_other) ** gamma) * log_py
+  return finalize(loss, labels, k, where)
+
+
+def brier(logits, labels, *, where=None, axis_name=None):
+  r"""Brier score of the softmax output (Brier 1950, "Verification of forecasts expressed in terms of probability").
+
+  .. math:: \ell(z, y) = \sum_k (p_k - [k = y])^2
+  """
+  del axis_name
+  logits, labels, where, log_p = _prepare(logits, labels, where, "brier")
+  k = logits.shape[-1]
+  p = jnp.exp(log_p)
+  loss = jnp.sum(jnp.square(p - jax.nn.one_hot(labels, k, dtype=p.dtype)), axis=-1)
+  return finalize(loss, labels, k, where)
+
+
+def nce_rce(logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: float = -4.0, where=None,
+            axis_name=None):
+  r"""Active-passive loss NCE+RCE: normalized cross-entropy plus reverse cross-entropy.
+
+  .. math::
+     \mathrm{NCE} = \frac{-\log p_y}{-\sum_k \log p_k}, \qquad
+     \mathrm{RCE} = -\sum_k p_k \log e_{y,k} = -A (1 - p_y), \qquad
+     \ell = \alpha\,\mathrm{NCE} + \beta\,\mathrm{RCE}
+
+  with :math:`\log 0` replaced by :math:`A` = ``log_zero`` (< 0). Ma, Huang, Wang, Romano, Erfani & Bailey,
+  "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020 (RCE from Wang et al., ICCV 2019,
+  "Symmetric Cross Entropy for Robust Learning with Noisy Labels"). Defaults alpha = beta = 1, A = -4 are the
+  paper's CIFAR-10 setting.
+  """
+  del axis_name
+  check_hparam("nce_rce", "alpha", alpha, low=0.0)
+  check_hparam("nce_rce", "beta", beta, low=0.0)
+  check_hparam("nce_rce", "log_zero", log_zero, high=0.0, high_inclusive=False)
+  logits, labels, where, log_p = _prepare(logits, labels, where, "nce_rce")
+  log_py = take_label(log_p, labels)
+  nce = log_py / jnp.sum(log_p, axis=-1)
+  rce = -log_zero * (-jnp.expm1(log_py))
+  loss = alpha * nce + beta * rce
+  return finalize(loss, labels, logits.shape[-1], where)
