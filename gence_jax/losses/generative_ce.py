@@ -17,10 +17,12 @@ flow through the batch term into every example's logits (no stop-gradient).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses._common import check_logits_labels, finalize, take_label
+from gence_jax.losses._common import check_logits_labels, finalize
 
 
 def _log1mexp(a):
@@ -30,21 +32,87 @@ def _log1mexp(a):
                    jnp.log1p(-jnp.exp(jnp.where(near_zero, -1.0, a))))
 
 
-def _class_log_sums(log_p, valid, axis_name):
-  """log sum_j valid_j p_jc for every class c, over the global batch.
+def _lookup(table, idx):
+  """table[idx] for a replicated per-class table and per-example indices, also under explicit-sharding meshes."""
+  sharding = jax.typeof(idx).sharding
+  if getattr(getattr(sharding, "mesh", None), "explicit_axes", ()):
+    return table.at[idx].get(out_sharding=sharding)
+  return table[idx]
 
-  Uses a per-class max shift (so classes whose probabilities are all below float range do not underflow) and,
-  when `axis_name` is given, `pmax`/`psum` over it: the sums, never per-device means, are combined.
+
+def _psum(x, axis_name):
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _column_stats(z, valid, axis_name):
+  """Row log-normalisers and per-class batch sums of the softmax, over the global batch.
+
+  With L = log_softmax(z) and a per-class shift m_c = max_j L_jc over valid rows (pmax over `axis_name`), returns
+  lse [N], m [K], E = exp(L - m) [N, K] and S_c = sum_j valid_j E_jc [K] (psum over `axis_name`), so that
+  log sum_j valid_j q(c|x_j) = m_c + log S_c without underflow even when a class has tiny probability everywhere.
   """
-  masked = jnp.where(valid[:, None], log_p, -jnp.inf)
-  shift = jax.lax.stop_gradient(jnp.max(masked, axis=0))
+  lse = jax.nn.logsumexp(z, axis=-1)
+  log_p = z - lse[:, None]
+  m = jnp.max(jnp.where(valid[:, None], log_p, -jnp.inf), axis=0)
   if axis_name is not None:
-    shift = jax.lax.pmax(shift, axis_name)
-  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)  # classes with no valid example at all
-  sums = jnp.sum(jnp.exp(masked - shift), axis=0)
-  if axis_name is not None:
-    sums = jax.lax.psum(sums, axis_name)
-  return jnp.log(sums) + shift
+    m = jax.lax.pmax(m, axis_name)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)  # classes with no valid example anywhere
+  e = jnp.exp(log_p - m)
+  s = _psum(jnp.sum(jnp.where(valid[:, None], e, 0.0), axis=0), axis_name)
+  return lse, m, e, s
+
+
+def _gence_forward(z, y, valid, include_self, axis_name):
+  num_classes = z.shape[-1]
+  lse, m, e, s = _column_stats(z, valid, axis_name)
+  count = _psum(jnp.sum(valid, dtype=z.dtype), axis_name)
+  yc = jnp.clip(y, 0, num_classes - 1)
+  log_py = jnp.take_along_axis(z, yc[:, None], axis=-1)[:, 0] - lse
+  s_y, m_y = _lookup(s, yc), _lookup(m, yc)
+  log_s = jnp.log(s_y)
+  if include_self:
+    log_norm = log_s - jnp.log(count)
+    denom = s_y  # D'_i: the shifted class sum the example is normalised by
+  else:
+    # log(S_y - E_iy) = log S_y + log(1 - E_iy / S_y), with E_iy / S_y = exp(log p_iy - m_y - log S_y)
+    log1m = _log1mexp(jnp.minimum(log_py - m_y - log_s, 0.0))
+    log_norm = log_s + log1m - jnp.log(count - 1.0)
+    denom = s_y * jnp.exp(log1m)
+  loss = -log_py + m_y + log_norm
+  return loss, (e, m, denom, yc, valid)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _gence_core(z, y, valid, include_self, axis_name):
+  return _gence_forward(z, y, valid, include_self, axis_name)[0]
+
+
+def _gence_core_bwd(include_self, axis_name, res, g):
+  r"""Analytic gradient. With E_jc = exp(L_jc - m_c), D'_i the (shifted) sum example i is normalised by,
+  gv = g * valid, Q_c = psum(sum_{i: y_i = c} gv_i / D'_i), self_j = gv_j / D'_j if the sample is excluded else 0,
+  rho_j = sum_c Q_c E_jc and r_j = -gv_j + valid_j (rho_j - E_{j y_j} self_j):
+
+  dl/dz_jk = -gv_j [k = y_j] + valid_j E_jk (Q_k - [k = y_j] self_j) - p_jk r_j,   p_jk = E_jk exp(m_k).
+  """
+  e, m, denom, yc, valid = res
+  num_classes = e.shape[-1]
+  gv = jnp.where(valid, g, 0.0)
+  onehot = jax.nn.one_hot(yc, num_classes, dtype=e.dtype)
+  q = _psum(jnp.sum(onehot * (gv / denom)[:, None], axis=0), axis_name)  # per-class sums (also when sharded)
+  rho = e @ q
+  if include_self:
+    own = jnp.zeros_like(gv)
+  else:
+    own = gv / denom
+  e_own = jnp.take_along_axis(e, yc[:, None], axis=-1)[:, 0]
+  r = -gv + jnp.where(valid, rho - e_own * own, 0.0)
+  grad = (e * (jnp.where(valid[:, None], q - onehot * own[:, None], 0.0) - jnp.exp(m) * r[:, None])
+          - gv[:, None] * onehot)
+  return jnp.where(valid[:, None], grad, 0.0).astype(e.dtype), None, None
+
+
+_gence_core.defvjp(lambda z, y, valid, include_self, axis_name: _gence_forward(z, y, valid, include_self, axis_name),
+                   _gence_core_bwd)
 
 
 def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=None):
@@ -79,19 +147,5 @@ def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=No
   y = labels.reshape(-1)
   valid = jnp.ones(y.shape, jnp.bool_) if where is None else where.reshape(-1)
 
-  log_p = jax.nn.log_softmax(z, axis=-1)
-  col = _class_log_sums(log_p, valid, axis_name)  # [K]
-  count = jnp.sum(valid, dtype=log_p.dtype)
-  if axis_name is not None:
-    count = jax.lax.psum(count, axis_name)
-
-  log_py = take_label(log_p, y)
-  log_col = col[jnp.clip(y, 0, num_classes - 1)]
-  if include_self:
-    batch_term = log_col - jnp.log(count)
-  else:
-    # log(S_y - p_iy) = log S_y + log(1 - p_iy / S_y)
-    gap = jnp.minimum(log_py - log_col, 0.0)
-    batch_term = log_col + _log1mexp(gap) - jnp.log(count - 1.0)
-  loss = -log_py + batch_term
+  loss = _gence_core(z, y, valid, bool(include_self), axis_name)
   return finalize(loss, y, num_classes, None if where is None else valid).reshape(batch_shape)
