@@ -228,8 +228,11 @@ def mgce_worst_case(logits, *, beta: float = DEFAULT_BETA, tol: float | None = N
 def mgce_l1_penalty(params, lam: float = 1e-5):
   r"""The uncertainty-set term of the MGCE training objective: :math:`\lambda \lVert\theta\rVert_1` over every leaf.
 
+  Its gradient is the subgradient :math:`\lambda\,\mathrm{sign}(\theta)` (0 at 0).
+
   ``lam`` is the uncertainty-set radius (MRCpy's default 1e-5). Bondugula et al., AISTATS 2026.
   """
   check_hparam("mgce_l1_penalty", "lam", lam, low=0.0)
+  # |theta| written as theta * sign(theta) with the sign held constant: the subgradient is sign(theta), 0 at 0.
   leaves = jax.tree_util.tree_leaves(params)
-  return lam * sum(jnp.sum(jnp.abs(leaf)) for leaf in leaves)
+  return lam * sum(jnp.sum(leaf * jax.lax.stop_gradient(jnp.sign(leaf))) for leaf in leaves)
