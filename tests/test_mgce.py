@@ -133,6 +133,15 @@ def test_beta_one_by_hand():
   np.testing.assert_allclose(g, np.array([[0.5, 0.5, 0.0]] * 3) - np.eye(3), atol=1e-7)
 
 
+@pytest.mark.parametrize("max_iter", [1, 2, 50])
+def test_beta_one_exact_with_support_iteration_and_sort_fallback(max_iter):
+  # Rows whose support has not settled within max_iter fall back to the sort-based rule: exact either way.
+  z, y = _data(n=64, k=40, scale=0.3, seed=11)
+  nus, loss, grad, probs = ref_all(z, y, 1.0)
+  np.testing.assert_allclose(mgce(z, y, beta=1.0, max_iter=max_iter), loss, rtol=1e-6, atol=2e-6)
+  np.testing.assert_allclose(mgce_probs(z, beta=1.0, max_iter=max_iter), probs, atol=2e-6)
+
+
 def test_beta_one_single_class_support():
   # A dominant logit takes all the mass: nu = -z_max, loss = z_max - z_y.
   z = np.array([[5.0, 0.0, -1.0]], np.float32)

@@ -15,7 +15,7 @@ and, with :math:`\psi = [(z + \nu)/\beta + 1]_+`,
   :math:`w_c = \psi_c^{\beta-1} / \sum_k \psi_k^{\beta-1}`, the worst-case distribution;
 * probabilities (the link that replaces softmax) :math:`h_c = \psi_c^{\beta}` (they sum to 1 at the root).
 
-:math:`\beta = 1` is a 0-1-like loss with a sparse link (sparsemax, solved exactly by sorting);
+:math:`\beta = 1` is a 0-1-like loss with a sparse link (sparsemax), solved exactly through its support;
 :math:`\beta \to \infty` tends to cross-entropy (:math:`\psi^\beta \to e^{z+\nu}`, :math:`\nu \to -\log\sum e^{z}`).
 The link is the alpha-entmax family with :math:`\alpha = 1 + 1/\beta` (Peters, Niculae & Martins 2019, "Sparse
 Sequence-to-Sequence Models"; sparsemax: Martins & Astudillo 2016).
@@ -96,22 +96,55 @@ def _solve_newton(x, beta, tol, max_iter):
   return jnp.where(finite, t, jnp.nan)
 
 
-def _solve_sparsemax(x):
-  """Exact shifted root for beta = 1 by sorting: sum_c relu(1 + x_c + t) = 1 (sparsemax threshold)."""
+def _sparsemax_root_from_support(x, support):
+  """t with sum_{c in S} (1 + x_c + t) = 1 for the support S: t = (1 - sum_S x) / |S| - 1 (exact given S)."""
+  size = jnp.sum(support, axis=-1)
+  return (1.0 - jnp.sum(jnp.where(support, x, 0.0), axis=-1)) / size.astype(x.dtype) - 1.0
+
+
+def _solve_sparsemax_sort(x):
+  """Exact shifted root for beta = 1 by sorting (Martins & Astudillo 2016): the support is the k* largest logits,
+  k* = max{k : 1 + k x_(k) > sum_{j<=k} x_(j)}."""
   k = x.shape[-1]
   xs = -jnp.sort(-x, axis=-1)
   cums = jnp.cumsum(xs, axis=-1)
   ranks = jnp.arange(1, k + 1, dtype=x.dtype)
-  support = 1.0 + ranks * xs > cums  # true for the first k* sorted entries
-  k_star = jnp.sum(support, axis=-1)
+  k_star = jnp.sum(1.0 + ranks * xs > cums, axis=-1)
   sum_support = jnp.take_along_axis(cums, (k_star - 1)[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  t = (1.0 - sum_support) / k_star.astype(x.dtype) - 1.0
+  return (1.0 - sum_support) / k_star.astype(x.dtype) - 1.0
+
+
+def _solve_sparsemax(x, max_iter):
+  """Exact shifted root for beta = 1: sum_c relu(1 + x_c + t) = 1 (the sparsemax threshold).
+
+  Newton's method on the piecewise-linear convex T(t) = sum_c relu(1 + x_c + t) from t = 0 (where T >= 1) moves
+  monotonically left and its support S(t) = {c : 1 + x_c + t > 0} shrinks until it equals the optimal support
+  (Michelot 1986's simplex-projection iteration); each step costs O(K), with no sort. Once the support stops
+  changing, the root follows exactly from it. Rows that have not settled after `max_iter` steps (rare: it takes at
+  most K steps) are solved by the exact sort-based rule instead.
+  """
+  def body(state):
+    it, support, _ = state
+    t = _sparsemax_root_from_support(x, support)
+    new_support = 1.0 + x + t[..., None] > 0
+    changed = jnp.any(new_support != support, axis=-1)
+    return it + 1, new_support, changed
+
+  def cond(state):
+    it, _, changed = state
+    return (it < max_iter) & jnp.any(changed)
+
+  support0 = x > -1.0  # S(0): every class with positive mass at t = 0
+  rows = x.shape[:-1]
+  it, support, changed = jax.lax.while_loop(cond, body, (jnp.asarray(0), support0, jnp.ones(rows, jnp.bool_)))
+  t = _sparsemax_root_from_support(x, support)
+  t = jax.lax.cond(jnp.any(changed), lambda: jnp.where(changed, _solve_sparsemax_sort(x), t), lambda: t)
   return jnp.where(jnp.all(jnp.isfinite(x), axis=-1), t, jnp.nan)
 
 
 def _solve(x, beta, tol, max_iter):
   if beta == 1.0:
-    return _solve_sparsemax(x)
+    return _solve_sparsemax(x, max_iter)
   return _solve_newton(x, beta, tol, max_iter)
 
 
