@@ -13,6 +13,20 @@ def _demo(args):
            progress=not args.no_progress)
 
 
+def _train(args):
+  from gence_jax import train
+
+  config = train.apply_overrides(train.load_config(args.config), args.set)
+  train.validate(config)
+  results = train.train_and_evaluate(config, args.workdir)
+  test = results["test"]
+  for stage in ("raw", "ts", "ats"):
+    m = test[stage]
+    print(f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
+          f"sce {100 * m['sce']:.2f}%")
+  print(f"results: {args.workdir}/results.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="gence-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -23,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--mgce-beta", type=float, default=2.0)
   demo.add_argument("--no-progress", action="store_true")
   demo.set_defaults(func=_demo)
+
+  tr = sub.add_parser("train", help="train one configuration (any loss, model, data source, regime, seed)")
+  tr.add_argument("--config", default=None, help="Python config file with get_config() (default: built-in)")
+  tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, results.json, plots")
+  tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0")
+  tr.set_defaults(func=_train)
   return parser
 
 

@@ -1,0 +1,211 @@
+"""Experiment configuration: an `ml_collections.ConfigDict` with a fixed schema, validated before training.
+
+Config files are Python files with ``get_config()`` (see ``experiments/configs/``); ``--set key=value`` overrides any
+field (values are parsed as Python literals, else kept as strings). Unknown keys, wrong types and unknown
+loss/model/dataset names fail here, naming the key, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Iterable
+
+import ml_collections
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+DTYPES = ("float32", "bfloat16")
+MODES = ("jit", "pmap")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field the training program reads, with defaults (a small, fast run on the bundled digits data)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "digits"  # a registered name, "tfds:<name>", a .npz path, or "tiny_imagenet:<folder>"
+  c.dataset.data_dir = ""  # TFDS / Tiny-ImageNet data directory ("" = default)
+  c.dataset.val_fraction = 0.1
+  c.dataset.regimes = ""  # e.g. "symmetric:0.4" or "longtail:exp:100,small:20"; see gence_jax.data.parse_regimes
+  c.dataset.as_images = False  # digits as 8x8x1 images (for CNNs) instead of 64 features
+  c.dataset.augment = "default"  # "default", "none", "crop_flip", "crop", "flip"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp"
+  c.model.kwargs = ml_collections.ConfigDict({"hidden": (256,)})  # passed to the model constructor
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "cross_entropy"
+  c.loss.hparams = ml_collections.ConfigDict()  # e.g. beta for mgce, q for generalized_ce, gamma for focal
+  c.loss.l1 = -1.0  # lambda * ||params||_1; < 0 means the loss's default (1e-5 for mgce, 0 otherwise)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 0.0  # coupled L2 for sgd/adam, decoupled for adamw
+  c.optimizer.schedule = "constant"
+  c.optimizer.warmup_epochs = 0.0
+  c.optimizer.step_epochs = (0.5, 0.75)  # fractions of training (or epochs if > 1) for the "step" schedule
+  c.optimizer.step_factor = 0.1
+  c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping; the papers use 5.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 20
+  c.train.batch_size = 128
+  c.train.mode = "jit"  # "jit" (NamedSharding over a Mesh) or "pmap"
+  c.train.dtype = "float32"  # compute dtype of the model: "float32" or "bfloat16"
+  c.train.eval_every_epochs = 5
+  c.train.eval_batch_size = 512
+  c.train.checkpoint_every_steps = 200
+  c.train.keep_checkpoints = 3
+  c.train.log_every_steps = 20
+  c.train.progress = True
+
+  c.calibration = ml_collections.ConfigDict()
+  c.calibration.num_bins = 15
+  c.calibration.ats_pieces = 3
+  c.calibration.ats_min_count = 30
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""  # "" = single process, or read from the environment
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+  return c
+
+
+def load_config(path: str | None) -> ml_collections.ConfigDict:
+  """Loads ``get_config()`` from a Python config file and checks it against the schema of `default_config`."""
+  base = default_config()
+  if not path:
+    base.lock()
+    return base
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file not found: {path!r}")
+  spec = importlib.util.spec_from_file_location("_gence_jax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path!r} has no get_config()")
+  loaded = module.get_config()
+  _merge_into(base, loaded, prefix="")
+  base.lock()
+  return base
+
+
+_FREE_FORM = ("model.kwargs", "loss.hparams")  # checked against the model / loss signature instead
+
+
+def _merge_into(base, new, prefix):
+  for key, value in new.items():
+    path = f"{prefix}{key}"
+    if path in _FREE_FORM:
+      base[key] = ml_collections.ConfigDict(dict(value))
+      continue
+    if key not in base:
+      raise ValueError(f"unknown config key {path!r}; known keys under {prefix or 'the root'}: "
+                       f"{sorted(base.keys())}")
+    if isinstance(base[key], ml_collections.ConfigDict):
+      _merge_into(base[key], value, prefix=path + ".")
+    else:
+      _assign(base, key, value, path)
+
+
+def _assign(node, key, value, path):
+  try:
+    node[key] = value
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"config key {path!r}: expected {type(node[key]).__name__}, got {value!r} ({e})") from None
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+  """Applies ``key.sub=value`` strings; unknown keys and values of the wrong type raise, naming the key."""
+  for item in overrides:
+    if "=" not in item:
+      raise ValueError(f"--set expects key=value, got {item!r}")
+    path, text = item.split("=", 1)
+    value = _parse_value(text)
+    node, parts = config, path.split(".")
+    for i, part in enumerate(parts[:-1]):
+      prefix = ".".join(parts[:i + 1])
+      if part not in node:
+        raise ValueError(f"unknown config key {prefix!r}")
+      node = node[part]
+    leaf = parts[-1]
+    parent = ".".join(parts[:-1])
+    if parent in _FREE_FORM:
+      with node.unlocked():
+        node[leaf] = value
+      continue
+    if leaf not in node:
+      raise ValueError(f"unknown config key {path!r}; known keys: {sorted(node.keys())}")
+    if isinstance(node[leaf], (tuple, list)) and not isinstance(value, (tuple, list)):
+      value = (value,)
+    _assign(node, leaf, value, path)
+  return config
+
+
+def _choice(config, path, allowed):
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  if value not in allowed:
+    raise ValueError(f"config key {path!r} must be one of {list(allowed)}, got {value!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks names, ranges and that the loss, model and dataset exist, before any training starts."""
+  from gence_jax import losses, models
+  from gence_jax.data import parse_regimes
+
+  _choice(config, "optimizer.name", OPTIMIZERS)
+  _choice(config, "optimizer.schedule", SCHEDULES)
+  _choice(config, "train.dtype", DTYPES)
+  _choice(config, "train.mode", MODES)
+  positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
+              "train.eval_batch_size": config.train.eval_batch_size,
+              "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+              "train.log_every_steps": config.train.log_every_steps,
+              "train.eval_every_epochs": config.train.eval_every_epochs,
+              "optimizer.learning_rate": config.optimizer.learning_rate,
+              "calibration.num_bins": config.calibration.num_bins,
+              "calibration.ats_pieces": config.calibration.ats_pieces}
+  for key, value in positive.items():
+    if not value > 0:
+      raise ValueError(f"config key {key!r} must be > 0, got {value!r}")
+  if not 0.0 <= config.dataset.val_fraction < 1.0:
+    raise ValueError(f"config key 'dataset.val_fraction' must be in [0, 1), got {config.dataset.val_fraction}")
+  if config.dataset.val_fraction == 0.0:
+    raise ValueError("config key 'dataset.val_fraction' must be > 0: calibration and model selection need it")
+  if config.optimizer.grad_clip_norm < 0 or config.optimizer.weight_decay < 0:
+    raise ValueError("config keys 'optimizer.grad_clip_norm' and 'optimizer.weight_decay' must be >= 0")
+
+  try:
+    losses.get_loss(config.loss.name, **dict(config.loss.hparams))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config key 'loss': {e}") from None
+  if config.model.name not in models.available_models():
+    raise ValueError(f"config key 'model.name': unknown model {config.model.name!r}; "
+                     f"expected one of {models.available_models()}")
+  try:  # flax modules are dataclasses: an unknown keyword is a TypeError at construction, before any tracing
+    models.get_model(config.model.name, num_classes=2, **dict(config.model.kwargs))
+  except TypeError as e:
+    raise ValueError(f"config key 'model.kwargs': {e}") from None
+  try:
+    parse_regimes(config.dataset.regimes or None)
+  except ValueError as e:
+    raise ValueError(f"config key 'dataset.regimes': {e}") from None
+  name = config.dataset.name
+  if name.endswith(".npz") and not os.path.exists(name):
+    raise FileNotFoundError(f"config key 'dataset.name': file not found: {name!r}")

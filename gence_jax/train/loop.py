@@ -1,0 +1,255 @@
+"""`train_and_evaluate(config, workdir)`: the training program.
+
+Data -> model -> jitted (or pmapped) train step over the global batch -> periodic evaluation through the loss's own
+probability link -> best-on-validation selection -> post-hoc temperature scaling and ATS fitted on validation and
+reported on test -> ``results.json``, ``metrics.jsonl`` and ``reliability.png`` in the work directory. Checkpoints
+(orbax) every ``train.checkpoint_every_steps`` and at the end; a restarted run resumes from the newest readable one
+and, because batches, augmentation and per-step keys are functions of (seed, step), reproduces the uninterrupted
+run's parameters bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from gence_jax import calibration, losses, metrics, models
+from gence_jax.data import load_dataset, to_device
+from gence_jax.train import distributed
+from gence_jax.train.checkpoint import Checkpointer
+from gence_jax.train.config import validate
+from gence_jax.train.optim import make_optimizer
+from gence_jax.train.step import TrainState, create_state, make_predict, make_train_step
+
+REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss or a gradient became NaN/Inf."""
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.generic, jax.Array)):
+    return np.asarray(x).item() if np.asarray(x).size == 1 else np.asarray(x).tolist()
+  return x
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to ``metrics.jsonl`` (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = jax.process_index() == 0
+
+  def write(self, record: dict) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(_jsonable(record)) + "\n")
+
+
+def build_loss(config) -> losses.Loss:
+  return losses.get_loss(config.loss.name, **dict(config.loss.hparams))
+
+
+def l1_lambda(config) -> float:
+  """The uncertainty-set radius lambda: `loss.l1` if >= 0, else MRCpy's default 1e-5 for MGCE and 0 otherwise."""
+  if config.loss.l1 >= 0:
+    return float(config.loss.l1)
+  return 1e-5 if config.loss.name == "mgce" else 0.0
+
+
+def build_model(config, num_classes: int, *, bn_axis_name=None):
+  kwargs = dict(config.model.kwargs)
+  kwargs["dtype"] = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
+  model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
+  if bn_axis_name is not None and "bn_axis_name" in type(model).__dataclass_fields__:
+    model = model.clone(bn_axis_name=bn_axis_name)  # pmap: BatchNorm statistics over the global batch
+  return model
+
+
+class Runner:
+  """Places data and state on devices and runs the step for the configured mode (jit over a mesh, or pmap)."""
+
+  def __init__(self, config, model, loss, tx, l1):
+    self.mode = config.train.mode
+    self.devices = jax.devices()
+    if self.mode == "jit":
+      self.mesh = jax.make_mesh((len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+      self.replicated = NamedSharding(self.mesh, P())
+      self.batch_sharding = NamedSharding(self.mesh, P("data"))
+      step = make_train_step(model, loss, tx, l1=l1)
+      self._step = jax.jit(step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+                           out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+      self._predict = jax.jit(make_predict(model), in_shardings=(self.replicated, self.batch_sharding),
+                              out_shardings=self.batch_sharding)
+    else:
+      if jax.process_count() > 1:
+        raise ValueError("config key 'train.mode': the pmap path runs on one host; use 'jit' for multi-host runs")
+      step = make_train_step(model, loss, tx, l1=l1, axis_name="data")
+      self._step = jax.pmap(step, axis_name="data", donate_argnums=0, in_axes=(0, 0, None))
+      self._predict = jax.pmap(make_predict(model), axis_name="data")
+
+  def place_state(self, state):
+    if self.mode == "jit":
+      return jax.device_put(state, self.replicated)
+    return jax.device_put_replicated(state, jax.local_devices())
+
+  def host_state(self, state) -> TrainState:
+    if self.mode == "pmap":
+      state = jax.tree_util.tree_map(lambda x: x[0], state)
+    return jax.device_get(state)
+
+  def _shard(self, batch):
+    if self.mode == "jit":
+      return to_device(batch, self.batch_sharding)
+    n = jax.local_device_count()
+    return {k: v.reshape(n, -1, *v.shape[1:]) for k, v in batch.items()}
+
+  def step(self, state, batch, key):
+    return self._step(state, self._shard(batch), key)
+
+  def predict(self, state, batch):
+    logits = self._predict(state, self._shard({"x": batch["x"]})["x"])
+    if self.mode == "pmap":
+      logits = logits.reshape(-1, logits.shape[-1])
+    return logits
+
+  def unreplicate_metrics(self, m):
+    return jax.tree_util.tree_map(lambda x: x[0], m) if self.mode == "pmap" else m
+
+
+def predict_split(runner, state, data, split: str, batch_size: int):
+  """float32 logits and labels of every example of `split` (this process's rows; padding dropped)."""
+  logits, labels = [], []
+  for batch in data.eval_batches(split, batch_size, process_index=jax.process_index(),
+                                 process_count=jax.process_count()):
+    out = runner.predict(state, batch)
+    out = np.asarray(jax.experimental.multihost_utils.process_allgather(out, tiled=True)
+                     if jax.process_count() > 1 else out)
+    if jax.process_count() > 1:
+      mask = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["mask"], tiled=True))
+      lab = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["label"], tiled=True))
+    else:
+      mask, lab = batch["mask"], batch["label"]
+    logits.append(out[mask])
+    labels.append(lab[mask])
+  return np.concatenate(logits), np.concatenate(labels)
+
+
+def score(probs, labels, num_bins: int) -> dict:
+  stats = metrics.compute_eval_stats(metrics.eval_stats(probs, labels, num_bins=num_bins))
+  out = {k: float(stats[k]) for k in REPORTED}
+  out["adaptive_ece"] = float(metrics.adaptive_ece(probs, labels, num_bins=num_bins))
+  return out
+
+
+def calibrate_and_score(loss, val, test, cfg) -> dict:
+  """Test metrics through the loss's link: raw, after TS and after ATS, both fitted on validation."""
+  (val_logits, val_labels), (test_logits, test_labels) = val, test
+  ts = calibration.fit_temperature(val_logits, val_labels, link=loss.probs)
+  ats = calibration.fit_ats(val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces,
+                            min_count=cfg.ats_min_count)
+  out = {"raw": score(loss.probs(test_logits), test_labels, cfg.num_bins),
+         "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins),
+         "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins),
+         "temperature": float(ts.temperature), "ats_temperatures": np.asarray(ats.temperatures).tolist()}
+  out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins)
+  return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results."""
+  validate(config)
+  distributed.initialize(config.distributed)
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.time()
+  data = load_dataset(config.dataset.name, seed=config.seed, val_fraction=config.dataset.val_fraction,
+                      data_dir=config.dataset.data_dir or None, regimes=config.dataset.regimes or (),
+                      as_images=config.dataset.as_images)
+  loss = build_loss(config)
+  model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
+  cfg_t = config.train
+  if cfg_t.batch_size % jax.device_count():
+    raise ValueError(f"config key 'train.batch_size' ({cfg_t.batch_size}) must divide by the number of devices "
+                     f"({jax.device_count()})")
+  steps_per_epoch = data.steps_per_epoch(cfg_t.batch_size)
+  total_steps = steps_per_epoch * cfg_t.epochs
+  tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
+  key = jax.random.PRNGKey(config.seed)
+  init_key, step_key = jax.random.split(key)
+  state = create_state(model, tx, init_key, jnp.zeros((1, *data.input_shape), jnp.float32))
+  runner = Runner(config, model, loss, tx, l1_lambda(config))
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=cfg_t.keep_checkpoints)
+  restored, start_step = ckpt.restore_latest(state)
+  if restored is not None:
+    state = restored
+  writer = MetricsWriter(workdir)
+  writer.write({"event": "start", "step": start_step, "total_steps": total_steps, "devices": jax.device_count(),
+                "processes": jax.process_count(), "config": config.to_dict()})
+  state = runner.place_state(state)
+
+  batches = data.train_batches(cfg_t.batch_size, seed=config.seed, num_epochs=cfg_t.epochs, start_step=start_step,
+                               augment=config.dataset.augment, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+  bar = tqdm(total=total_steps, initial=start_step, disable=not cfg_t.progress or jax.process_index() != 0,
+             desc=f"{config.loss.name}/{config.model.name}", dynamic_ncols=True)
+  last_good = ckpt.all_steps()[-1] if ckpt.all_steps() else None
+  pending = []
+  train_time = 0.0
+  for step in range(start_step, total_steps):
+    ts = time.time()
+    state, m = runner.step(state, next(batches), step_key)
+    pending.append((step, m))
+    done = step + 1
+    if done % cfg_t.log_every_steps == 0 or done == total_steps or done % cfg_t.checkpoint_every_steps == 0:
+      for s, mm in pending:
+        mm = jax.device_get(runner.unreplicate_metrics(mm))
+        if bool(mm["nonfinite"]):
+          raise TrainingDivergedError(
+              f"non-finite loss or gradient at step {s} (loss={float(mm['loss'])}); the update was not applied. "
+              f"Last good checkpoint: {'none' if last_good is None else f'step {last_good}'} in {ckpt.directory}.")
+      last = {k: float(v) for k, v in mm.items() if k != "nonfinite"}
+      writer.write({"event": "train", "step": done, "epoch": done / steps_per_epoch, **last})
+      bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
+      pending = []
+    bar.update(1)
+    train_time += time.time() - ts
+    if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
+      ckpt.save(done, runner.host_state(state), force=done == total_steps)
+      last_good = done
+    if done % steps_per_epoch == 0 and ((done // steps_per_epoch) % cfg_t.eval_every_epochs == 0
+                                        or done == total_steps):
+      val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
+      writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val",
+                    **score(loss.probs(val[0]), val[1], config.calibration.num_bins)})
+  bar.close()
+  ckpt.wait()
+
+  val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
+  test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
+  results = {"config": config.to_dict(), "seed": config.seed, "data": data.info, "steps": total_steps,
+             "resumed_from_step": start_step, "train_seconds": train_time, "seconds": time.time() - t0,
+             "test": calibrate_and_score(loss, val, test, config.calibration)}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(_jsonable(results), f, indent=2)
+    from gence_jax import plots
+
+    plots.reliability_diagram({config.loss.name: (np.asarray(loss.probs(test[0])), test[1])},
+                              num_bins=config.calibration.num_bins, path=os.path.join(workdir, "reliability.png"),
+                              title=f"{data.name} test, {config.loss.name}")
+  writer.write({"event": "end", "step": total_steps, "test": results["test"]})
+  ckpt.close()
+  return results

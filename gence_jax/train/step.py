@@ -1,0 +1,99 @@
+"""The train step: one pure function, run under `jax.jit` over a device mesh or under `jax.pmap`.
+
+`train_step(state, batch, key) -> (state, metrics)`:
+
+* the objective is the mean of the loss over the *global* batch's valid examples (``batch["mask"]``) plus the
+  L1 penalty; under ``jit`` the batch is one global array sharded over the mesh's ``data`` axis, under ``pmap`` each
+  device holds a slice and ``axis_name`` makes the example count, GenCE's class sums, BatchNorm statistics (when the
+  model is built with ``bn_axis_name``) and the gradients global, so both paths compute the same update;
+* the per-step key is ``fold_in(key, state.step)``;
+* a non-finite objective or gradient leaves the state unchanged and is reported in ``metrics["nonfinite"]``, so the
+  host can stop the run naming the step (see `gence_jax.train.loop`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from gence_jax.losses import Loss, mgce_l1_penalty
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_state(model, tx: optax.GradientTransformation, key, sample_input) -> TrainState:
+  variables = model.init({"params": key, "dropout": key}, sample_input, train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params))
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_train_step(model, loss: Loss, tx: optax.GradientTransformation, *, l1: float = 0.0,
+                    axis_name: str | None = None) -> Callable:
+  """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path."""
+
+  def psum(x):
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+  def train_step(state: TrainState, batch, key):
+    step_key = jax.random.fold_in(key, state.step)
+    x, labels, mask = batch["x"], batch["label"], batch["mask"]
+    count = jnp.maximum(psum(jnp.sum(mask, dtype=jnp.float32)), 1.0)
+    has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
+
+    def objective(params):
+      variables = {"params": params}
+      if has_bn:
+        variables["batch_stats"] = state.batch_stats
+        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": step_key})
+      else:
+        logits, updates = model.apply(variables, x, train=True, rngs={"dropout": step_key}), {}
+      per_example = loss.per_example(logits, labels, where=mask, axis_name=axis_name)
+      # this device's share of the global mean; the psum of the shares is the global objective
+      value = jnp.sum(per_example) / count
+      if l1 > 0:
+        value = value + mgce_l1_penalty(params, l1) / (1.0 if axis_name is None else jax.lax.psum(1, axis_name))
+      return value, (logits, updates)
+
+    (value, (logits, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    value, grads = psum(value), psum(grads)
+    finite = jnp.isfinite(value) & _all_finite(grads)
+    param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+                              batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
+    # a non-finite step changes nothing but the step counter
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state,
+                                       state.replace(step=state.step + 1))
+    correct = psum(jnp.sum((jnp.argmax(logits, -1) == labels) & mask, dtype=jnp.float32))
+    metrics = {"loss": value, "accuracy": correct / count, "grad_norm": optax.global_norm(grads),
+               "nonfinite": ~finite}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_predict(model) -> Callable:
+  """``predict(state, x) -> float32 logits`` in eval mode (BatchNorm running averages)."""
+
+  def predict(state: TrainState, x):
+    variables = {"params": state.params}
+    if jax.tree_util.tree_leaves(state.batch_stats):
+      variables["batch_stats"] = state.batch_stats
+    return model.apply(variables, x, train=False).astype(jnp.float32)
+
+  return predict
