@@ -27,6 +27,18 @@ def _train(args):
   print(f"results: {args.workdir}/results.json")
 
 
+DEFAULT_COMPARE_LOSSES = ["cross_entropy", "generalized_ce:q=0.7", "focal:gamma=2.0", "gence", "mgce:beta=2.0"]
+
+
+def _compare(args):
+  from gence_jax import train
+  from gence_jax.train.compare import compare
+
+  config = train.apply_overrides(train.load_config(args.config), args.set)
+  regimes = ["" if r == "clean" else r for r in args.regimes]
+  compare(config, args.workdir, losses=args.losses, seeds=args.seeds, regimes=regimes)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="gence-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
   tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0")
   tr.set_defaults(func=_train)
+
+  cmp = sub.add_parser("compare", help="grid of losses x regimes x seeds; mean +/- std table (Markdown + JSON)")
+  cmp.add_argument("--config", default=None, help="base config file (default: built-in digits MLP)")
+  cmp.add_argument("--workdir", default="runs/compare")
+  cmp.add_argument("--losses", nargs="+", default=DEFAULT_COMPARE_LOSSES,
+                   help="loss specs name[:hparam=value;...], e.g. mgce:beta=2.0 lq:q=0.7")
+  cmp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  cmp.add_argument("--regimes", nargs="+", default=["clean", "symmetric:0.4"],
+                   help="'clean' or a regime spec such as symmetric:0.4, longtail:exp:10, small:20")
+  cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
+  cmp.set_defaults(func=_compare)
   return parser
 
 
