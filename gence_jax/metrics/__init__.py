@@ -1,0 +1,61 @@
+"""Calibration and OOD-detection metrics (jit-able, mask-aware, mergeable).
+
+Conventions (see ``docs/calibration.md``):
+
+* ``probs`` [N, K] are class probabilities under the model's own link (softmax, or the MGCE link); ``labels`` [N]
+  integers; ``where`` an optional [N] bool mask: masked rows count nowhere.
+* Binned metrics use ``num_bins`` equal-width bins with edges b / M, bins (lo, hi], confidence 0 in the first bin
+  and exactly 1.0 in the last; bin = clip(ceil(c M) - 1, 0, M - 1).
+* Metrics return scalar jnp arrays as fractions (multiply by 100 for %).
+* Every binned metric has a ``*_from_stats`` form over :class:`CalibrationStats` (mergeable with :func:`merge`,
+  psum-able); :class:`EvalStats` accumulates accuracy / NLL / Brier and the binned stats batch by batch.
+* OOD scores are oriented so that higher = more in-distribution; detection metrics treat in-distribution as the
+  positive class by default.
+"""
+
+from gence_jax.metrics._binned import (
+    CalibrationStats,
+    bin_edges,
+    bin_index,
+    calibration_stats,
+    classwise_ece,
+    classwise_ece_from_stats,
+    ece,
+    ece_from_stats,
+    mce,
+    mce_from_stats,
+    merge,
+    sce,
+    sce_from_stats,
+)
+from gence_jax.metrics._ood import (
+    HIGHER_IS_IN_DISTRIBUTION,
+    OOD_SCORES,
+    aupr,
+    auroc,
+    energy,
+    entropy,
+    fpr_at_95_tpr,
+    fpr_at_tpr,
+    max_prob,
+)
+from gence_jax.metrics._scalar import (
+    EvalStats,
+    accuracy,
+    adaptive_ece,
+    adaptive_ece_from_confidences,
+    brier,
+    compute_eval_stats,
+    eval_stats,
+    nll,
+    update_eval_stats,
+)
+from gence_jax.metrics._validate import PROBS_SUM_ATOL
+
+__all__ = [
+    "CalibrationStats", "EvalStats", "HIGHER_IS_IN_DISTRIBUTION", "OOD_SCORES", "PROBS_SUM_ATOL",
+    "accuracy", "adaptive_ece", "adaptive_ece_from_confidences", "aupr", "auroc", "bin_edges", "bin_index", "brier",
+    "calibration_stats", "classwise_ece", "classwise_ece_from_stats", "compute_eval_stats", "ece", "ece_from_stats",
+    "energy", "entropy", "eval_stats", "fpr_at_95_tpr", "fpr_at_tpr", "max_prob", "mce", "mce_from_stats", "merge",
+    "nll", "sce", "sce_from_stats", "update_eval_stats",
+]

@@ -1,0 +1,246 @@
+"""Binned calibration metrics built from mergeable sufficient statistics.
+
+Bin convention (used by every binned metric, by the reliability diagram and by ATS pieces):
+``num_bins = M`` equal-width bins with edges ``e_b = b / M`` (b = 0..M), computed in float64 and rounded once to the
+dtype of the probabilities. Bins are half-open on the left, ``(e_b, e_{b+1}]``, except that a confidence of exactly 0
+falls in the first bin and 1.0 falls in the last bin (there is no extra bin). In real arithmetic the bin of ``c`` is
+``clip(ceil(c * M) - 1, 0, M - 1)``; in floating point we compare against the rounded edges, so a confidence equal to
+an edge (as stored in the dtype) falls in the lower bin and the rule is exactly consistent with the edges. Values
+outside [0, 1] (rounding) are clipped into the first/last bin.
+
+Sufficient statistics (:class:`CalibrationStats`) are per-bin sums accumulated with ``jax.ops.segment_sum``; they
+add: the statistics of several batches (or of several devices, via ``jax.lax.psum``) merged with :func:`merge`
+give exactly (up to float summation order) the metric of the concatenated predictions. Counts are integers and
+exact; float sums are accumulated in at least float32 (on GPU the scatter-add order, hence the last bits of the
+float sums, may vary between runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gence_jax.metrics import _validate
+
+
+def bin_edges(num_bins: int, dtype=jnp.float32) -> np.ndarray:
+  """The ``num_bins + 1`` bin edges ``b / num_bins`` (computed in float64, rounded once to ``dtype``)."""
+  num_bins = _validate.check_num_bins(num_bins)
+  return (np.arange(num_bins + 1, dtype=np.float64) / num_bins).astype(dtype)
+
+
+def bin_index(values, num_bins: int) -> jax.Array:
+  """Bin of each value in [0, 1]: ``b`` such that ``e_b < v <= e_{b+1}`` (0 -> first bin, 1.0 -> last bin).
+
+  Equals ``clip(ceil(v * num_bins) - 1, 0, num_bins - 1)`` in exact arithmetic; computed as the number of interior
+  edges (rounded to the dtype of ``values``) strictly below ``v``, so it is consistent with :func:`bin_edges`.
+  Returns int32 with the shape of ``values``.
+  """
+  values = jnp.asarray(values)
+  if not jnp.issubdtype(values.dtype, jnp.floating):
+    values = values.astype(jnp.float32)
+  inner = jnp.asarray(bin_edges(num_bins, values.dtype)[1:-1])
+  if inner.size == 0:
+    return jnp.zeros(values.shape, jnp.int32)
+  idx = jnp.searchsorted(inner, values.reshape(-1), side="left")
+  return idx.astype(jnp.int32).reshape(values.shape)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CalibrationStats:
+  """Per-bin sufficient statistics (a pytree; add two with :func:`merge`, ``psum`` across devices).
+
+  Attributes:
+    count: [M] int32, number of (unmasked) examples whose top-label confidence falls in bin b.
+    conf_sum: [M] float, sum of top-label confidences in bin b.
+    correct: [M] int32, number of those examples whose argmax prediction equals the label.
+    class_count: [K, M] int32, number of examples whose p_k falls in bin b (None if not collected).
+    class_conf_sum: [K, M] float, sum of p_k over those examples (None if not collected).
+    class_hits: [K, M] int32, number of those examples with label k (None if not collected).
+  """
+
+  count: jax.Array
+  conf_sum: jax.Array
+  correct: jax.Array
+  class_count: Optional[jax.Array] = None
+  class_conf_sum: Optional[jax.Array] = None
+  class_hits: Optional[jax.Array] = None
+
+  @property
+  def num_bins(self) -> int:
+    return self.count.shape[-1]
+
+  @property
+  def num_examples(self) -> jax.Array:
+    return jnp.sum(self.count)
+
+  @classmethod
+  def zeros(cls, num_classes: Optional[int], num_bins: int = 15, dtype=jnp.float32) -> "CalibrationStats":
+    """Empty statistics (the identity of :func:`merge`); ``num_classes=None`` omits the classwise part."""
+    m = _validate.check_num_bins(num_bins)
+    cls_part = {}
+    if num_classes is not None:
+      cls_part = dict(class_count=jnp.zeros((num_classes, m), jnp.int32),
+                      class_conf_sum=jnp.zeros((num_classes, m), dtype),
+                      class_hits=jnp.zeros((num_classes, m), jnp.int32))
+    return cls(count=jnp.zeros((m,), jnp.int32), conf_sum=jnp.zeros((m,), dtype),
+               correct=jnp.zeros((m,), jnp.int32), **cls_part)
+
+
+def merge(a, b):
+  """Adds two statistics pytrees (:class:`CalibrationStats`, ``EvalStats``) leaf by leaf."""
+  return jax.tree.map(jnp.add, a, b)
+
+
+def top_label(probs, labels, valid):
+  """Top-label confidence max_k p_k, and 1[argmax_k p_k == y] (first maximum on ties), both [N]."""
+  conf = jnp.max(probs, axis=-1)
+  correct = (jnp.argmax(probs, axis=-1) == labels) & valid
+  return conf, correct
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins", "classwise"))
+def _stats_core(probs, labels, valid, *, num_bins: int, classwise: bool) -> CalibrationStats:
+  n, k = probs.shape
+  m = num_bins
+  acc = jnp.promote_types(probs.dtype, jnp.float32)  # sums in >= float32 even for bfloat16 probabilities
+  conf, correct = top_label(probs, labels, valid)
+  b = bin_index(conf, m)  # binned in the probabilities' own dtype (edges rounded to it)
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=m)
+  count = seg(valid.astype(jnp.int32))
+  conf_sum = seg(jnp.where(valid, conf.astype(acc), 0))
+  n_correct = seg(correct.astype(jnp.int32))
+  if not classwise:
+    return CalibrationStats(count=count, conf_sum=conf_sum, correct=n_correct)
+  # Classwise part, vectorised over classes: segment id k * M + bin(p_ik).
+  cb = bin_index(probs, m)  # [N, K]
+  ids = (jnp.arange(k, dtype=jnp.int32)[None, :] * m + cb).reshape(-1)
+  v2 = jnp.broadcast_to(valid[:, None], (n, k))
+  hits = (labels[:, None] == jnp.arange(k)[None, :]) & v2
+  cseg = functools.partial(jax.ops.segment_sum, segment_ids=ids, num_segments=k * m)
+  class_count = cseg(v2.astype(jnp.int32).reshape(-1)).reshape(k, m)
+  class_conf_sum = cseg(jnp.where(v2, probs.astype(acc), 0).reshape(-1)).reshape(k, m)
+  class_hits = cseg(hits.astype(jnp.int32).reshape(-1)).reshape(k, m)
+  return CalibrationStats(count, conf_sum, n_correct, class_count, class_conf_sum, class_hits)
+
+
+def _valid(where, n):
+  return jnp.ones((n,), jnp.bool_) if where is None else where
+
+
+def calibration_stats(probs, labels, *, num_bins: int = 15, where=None, classwise: bool = True,
+                      axis_name=None) -> CalibrationStats:
+  """Per-bin sufficient statistics of a batch of predictions.
+
+  Args:
+    probs: [N, K] class probabilities (rows sum to 1; checked when concrete).
+    labels: [N] integer labels.
+    num_bins: number of equal-width bins M (see the module docstring for the bin convention).
+    where: optional [N] bool mask; masked rows count nowhere (their values, even NaN, are ignored).
+    classwise: also collect the [K, M] per-class statistics needed by :func:`classwise_ece` / :func:`sce`.
+    axis_name: if given, the statistics are ``psum``-ed over this named axis (pmap/shard_map/named vmap), giving
+      the statistics of the global batch.
+
+  Returns:
+    :class:`CalibrationStats`; combine batches with :func:`merge`.
+  """
+  num_bins = _validate.check_num_bins(num_bins)
+  probs, labels, where = _validate.check_probs(probs, labels, where)
+  stats = _stats_core(probs, labels, _valid(where, probs.shape[0]), num_bins=num_bins, classwise=classwise)
+  if axis_name is not None:
+    stats = jax.lax.psum(stats, axis_name)
+  return stats
+
+
+# ----------------------------------------------------------------------------------------------- from statistics
+
+
+def _float_dtype(stats):
+  return stats.conf_sum.dtype
+
+
+def ece_from_stats(stats: CalibrationStats) -> jax.Array:
+  """ECE = sum_b (n_b / N) |acc_b - conf_b| = (1/N) sum_b |correct_b - conf_sum_b| (NaN when N = 0)."""
+  dt = _float_dtype(stats)
+  n = jnp.sum(stats.count).astype(dt)
+  return jnp.sum(jnp.abs(stats.correct.astype(dt) - stats.conf_sum)) / n
+
+
+def mce_from_stats(stats: CalibrationStats) -> jax.Array:
+  """MCE = max over non-empty bins b of |acc_b - conf_b| (NaN when every bin is empty)."""
+  dt = _float_dtype(stats)
+  nonempty = stats.count > 0
+  cnt = jnp.maximum(stats.count, 1).astype(dt)
+  gap = jnp.abs(stats.correct.astype(dt) / cnt - stats.conf_sum / cnt)
+  gap = jnp.where(nonempty, gap, -jnp.inf)
+  return jnp.where(jnp.any(nonempty), jnp.max(gap), jnp.nan).astype(dt)
+
+
+def classwise_ece_from_stats(stats: CalibrationStats) -> jax.Array:
+  """Classwise ECE = (1/K) sum_k sum_b (n_bk / N) |acc_bk - conf_bk| = (1/(K N)) sum_{k,b} |hits_kb - conf_sum_kb|."""
+  if stats.class_count is None:
+    raise ValueError("stats has no classwise part: compute it with calibration_stats(..., classwise=True)")
+  dt = _float_dtype(stats)
+  k = stats.class_count.shape[0]
+  n = jnp.sum(stats.count).astype(dt)
+  per_class = jnp.sum(jnp.abs(stats.class_hits.astype(dt) - stats.class_conf_sum), axis=-1) / n
+  return jnp.sum(per_class) / k
+
+
+def sce_from_stats(stats: CalibrationStats) -> jax.Array:
+  """SCE (Nixon et al. 2019) = (1/K) sum_k sum_b (n_bk / N) |acc_bk - conf_bk|: the same number as classwise ECE."""
+  return classwise_ece_from_stats(stats)
+
+
+# ----------------------------------------------------------------------------------------------- metric wrappers
+
+
+def ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Expected calibration error with equal-width bins on the top-label confidence (Guo et al. 2017; Naeini et al. 2015).
+
+      ECE = sum_{b=1}^{M} (n_b / N) |acc_b - conf_b|
+
+  where c_i = max_k p_ik, yhat_i = argmax_k p_ik (first maximum on ties), bin B_b = {i : c_i in (e_{b-1}, e_b]}
+  with e_b = b / M (c = 0 in the first bin, c = 1.0 in the last), n_b = |B_b|, acc_b = mean_{B_b} 1[yhat_i = y_i],
+  conf_b = mean_{B_b} c_i, N = number of unmasked examples. Empty bins contribute 0. A fraction in [0, 1] (not %).
+  """
+  return ece_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where, classwise=False))
+
+
+def mce(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Maximum calibration error (Naeini et al. 2015; Guo et al. 2017): max over NON-EMPTY bins of |acc_b - conf_b|.
+
+  Same top-label equal-width bins as :func:`ece` (edges b / M, bins (lo, hi], 0 -> first bin, 1.0 -> last bin).
+  """
+  return mce_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where, classwise=False))
+
+
+def classwise_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Classwise ECE (Kull et al. 2019), the MEAN over classes (not the sum) of per-class equal-width-bin ECE.
+
+      cwECE = (1/K) sum_{k=1}^{K} sum_{b=1}^{M} (n_bk / N) |acc_bk - conf_bk|
+
+  with B_bk = {i : p_ik in (e_{b-1}, e_b]} (p_ik = 0 in the first bin, 1.0 in the last), n_bk = |B_bk|,
+  acc_bk = mean_{B_bk} 1[y_i = k], conf_bk = mean_{B_bk} p_ik, N = number of unmasked examples. Every example is
+  binned once for every class, including probabilities near 0. Identical, by definition, to :func:`sce`.
+  """
+  return classwise_ece_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where))
+
+
+def sce(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Static calibration error (Nixon et al. 2019, "Measuring Calibration in Deep Learning").
+
+      SCE = (1/K) sum_{k=1}^{K} sum_{b=1}^{M} (n_bk / N) |acc_bk - conf_bk|
+
+  with the same per-class equal-width bins as :func:`classwise_ece`. In our definitions SCE and classwise ECE are
+  the SAME number (same bins, same weights n_bk / N, mean over classes, no thresholding of small probabilities);
+  both names are provided because both appear in the literature. Libraries that differ typically sum over classes
+  instead of averaging, or weight bins by n_bk / N_k: we do neither.
+  """
+  return sce_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where))

@@ -1,0 +1,201 @@
+"""Accuracy, NLL, Brier, adaptive ECE, and the mergeable evaluation accumulator :class:`EvalStats`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from gence_jax.metrics import _binned, _validate
+
+
+def _eps(dtype, eps):
+  return jnp.finfo(dtype).tiny if eps is None else eps
+
+
+def _per_example(probs, labels, valid, eps):
+  """(correct, -log max(p_y, eps), sum_k (p_k - 1[y=k])^2), each [N] and zero on masked rows."""
+  k = probs.shape[-1]
+  probs = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+  p_y = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  nll = -jnp.log(jnp.maximum(p_y, jnp.asarray(_eps(probs.dtype, eps), probs.dtype)))
+  onehot = jax.nn.one_hot(labels, k, dtype=probs.dtype)
+  brier = jnp.sum(jnp.square(probs - onehot), axis=-1)
+  correct = (jnp.argmax(probs, axis=-1) == labels) & valid
+  zero = jnp.zeros((), probs.dtype)
+  return correct, jnp.where(valid, nll, zero), jnp.where(valid, brier, zero)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class EvalStats:
+  """Mergeable evaluation accumulator (a pytree): sums and counts for accuracy / NLL / Brier, plus binned stats.
+
+  Start from :meth:`zeros` (or from :func:`eval_stats` of the first batch), fold batches in with :meth:`update`
+  (or :func:`merge` of per-batch stats; ``jax.lax.psum`` across devices), read the metrics with :meth:`compute`.
+  All of it is jit-able. Adaptive ECE is not included (equal-mass bins need all confidences): see
+  :func:`adaptive_ece_from_confidences`.
+  """
+
+  num_examples: jax.Array  # int32 scalar
+  num_correct: jax.Array  # int32 scalar
+  nll_sum: jax.Array  # float scalar
+  brier_sum: jax.Array  # float scalar
+  calibration: _binned.CalibrationStats
+
+  @property
+  def num_bins(self) -> int:
+    return self.calibration.num_bins
+
+  @classmethod
+  def zeros(cls, num_classes: int, num_bins: int = 15, dtype=jnp.float32) -> "EvalStats":
+    z = jnp.zeros((), dtype)
+    zi = jnp.zeros((), jnp.int32)
+    return cls(zi, zi, z, z, _binned.CalibrationStats.zeros(num_classes, num_bins, dtype))
+
+  def update(self, probs, labels, *, where=None, axis_name=None, nll_eps=None) -> "EvalStats":
+    """``self`` merged with the statistics of one more batch (same number of bins as ``self``)."""
+    return update_eval_stats(self, probs, labels, where=where, axis_name=axis_name, nll_eps=nll_eps)
+
+  def compute(self) -> dict:
+    return compute_eval_stats(self)
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins", "eps"))
+def _eval_core(probs, labels, valid, *, num_bins, eps):
+  correct, nll_i, brier_i = _per_example(probs, labels, valid, eps)
+  calib = _binned._stats_core(probs, labels, valid, num_bins=num_bins, classwise=True)
+  return EvalStats(num_examples=jnp.sum(valid, dtype=jnp.int32), num_correct=jnp.sum(correct, dtype=jnp.int32),
+                   nll_sum=jnp.sum(nll_i), brier_sum=jnp.sum(brier_i), calibration=calib)
+
+
+def eval_stats(probs, labels, *, num_bins: int = 15, where=None, axis_name=None, nll_eps=None) -> EvalStats:
+  """:class:`EvalStats` of one batch (``psum``-ed over ``axis_name`` if given). See :func:`nll` for ``nll_eps``."""
+  num_bins = _validate.check_num_bins(num_bins)
+  probs, labels, where = _validate.check_probs(probs, labels, where)
+  valid = _binned._valid(where, probs.shape[0])
+  stats = _eval_core(probs, labels, valid, num_bins=num_bins, eps=nll_eps)
+  if axis_name is not None:
+    stats = jax.lax.psum(stats, axis_name)
+  return stats
+
+
+def update_eval_stats(stats: EvalStats, probs, labels, *, where=None, axis_name=None, nll_eps=None) -> EvalStats:
+  """``merge(stats, eval_stats(probs, labels, num_bins=stats.num_bins, ...))``."""
+  new = eval_stats(probs, labels, num_bins=stats.num_bins, where=where, axis_name=axis_name, nll_eps=nll_eps)
+  return _binned.merge(stats, new)
+
+
+def compute_eval_stats(stats: EvalStats) -> dict:
+  """Metrics of the accumulated predictions, as jnp scalars (``{k: float(v)}`` for logging).
+
+  Keys: ``num_examples, accuracy, nll, brier, ece, mce, classwise_ece, sce`` (same definitions as the functions).
+  """
+  dt = stats.nll_sum.dtype
+  n = stats.num_examples.astype(dt)
+  c = stats.calibration
+  return {
+      "num_examples": stats.num_examples,
+      "accuracy": stats.num_correct.astype(dt) / n,
+      "nll": stats.nll_sum / n,
+      "brier": stats.brier_sum / n,
+      "ece": _binned.ece_from_stats(c),
+      "mce": _binned.mce_from_stats(c),
+      "classwise_ece": _binned.classwise_ece_from_stats(c),
+      "sce": _binned.sce_from_stats(c),
+  }
+
+
+# ----------------------------------------------------------------------------------------------- scalar metrics
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _means(probs, labels, valid, eps):
+  correct, nll_i, brier_i = _per_example(probs, labels, valid, eps)
+  dt = nll_i.dtype
+  n = jnp.sum(valid).astype(dt)
+  return jnp.sum(correct).astype(dt) / n, jnp.sum(nll_i) / n, jnp.sum(brier_i) / n
+
+
+def _prep(probs, labels, where):
+  probs, labels, where = _validate.check_probs(probs, labels, where)
+  return probs, labels, _binned._valid(where, probs.shape[0])
+
+
+def accuracy(probs, labels, *, where=None) -> jax.Array:
+  """Top-1 accuracy (1/N) sum_i 1[argmax_k p_ik = y_i] (first maximum on ties); N = unmasked examples."""
+  return _means(*_prep(probs, labels, where), None)[0]
+
+
+def nll(probs, labels, *, where=None, eps: Optional[float] = None) -> jax.Array:
+  """Negative log-likelihood (1/N) sum_i -log max(p_{i,y_i}, eps).
+
+  ``eps`` defaults to the smallest positive normal number of the dtype (``jnp.finfo(dtype).tiny``, so an exact zero
+  costs about 87.3 nats in float32 instead of inf: sparse links such as MGCE with beta = 1 can give exact zeros).
+  Pass ``eps=0.0`` for the raw value (possibly inf).
+  """
+  return _means(*_prep(probs, labels, where), eps)[1]
+
+
+def brier(probs, labels, *, where=None) -> jax.Array:
+  """Multi-class Brier score (Brier 1950), SUMMED over classes: (1/N) sum_i sum_k (p_ik - 1[y_i = k])^2, in [0, 2]."""
+  return _means(*_prep(probs, labels, where), None)[2]
+
+
+# ----------------------------------------------------------------------------------------------- adaptive ECE
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def _adaptive_core(conf, correct, valid, *, num_bins):
+  n_all = conf.shape[0]
+  m = num_bins
+  correct = correct & valid
+  key = jnp.where(valid, conf, jnp.inf)
+  # Ascending confidence; ties broken by correctness (incorrect first) so the value is order-independent.
+  order = jnp.lexsort((correct.astype(jnp.int32), key))
+  n = jnp.sum(valid, dtype=jnp.int32)
+  rank = jnp.arange(n_all, dtype=jnp.int32)
+  b = (rank * m) // jnp.maximum(n, 1)
+  b = jnp.where(rank < n, b, m)  # masked rows (sorted last) go to an out-of-range segment and are dropped
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=m + 1)
+  dt = jnp.promote_types(conf.dtype, jnp.float32)
+  conf_sum = seg(jnp.where(valid, conf.astype(dt), 0)[order])[:m]
+  n_correct = seg(correct[order].astype(jnp.int32))[:m]
+  return jnp.sum(jnp.abs(n_correct.astype(dt) - conf_sum)) / n.astype(dt)
+
+
+def adaptive_ece_from_confidences(confidences, correct, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Adaptive (equal-mass) ECE from top-label confidences [N] (float) and correctness [N] (bool).
+
+  Use this in an evaluation loop: keep the two [N] vectors (cheap) and call it once at the end, because
+  equal-mass bins are NOT mergeable from fixed-bin statistics. See :func:`adaptive_ece` for the definition.
+  """
+  num_bins = _validate.check_num_bins(num_bins)
+  conf = jnp.asarray(confidences)
+  if conf.ndim != 1 or not jnp.issubdtype(conf.dtype, jnp.floating):
+    raise ValueError(f"confidences must be a float array of shape [N]; got {conf.dtype}{conf.shape}")
+  correct = jnp.asarray(correct)
+  if correct.dtype != jnp.bool_ or correct.shape != conf.shape:
+    raise ValueError(f"correct must be a bool array of shape {conf.shape}; got {correct.dtype}{correct.shape}")
+  _, where = _validate.check_labels_where(jnp.zeros(conf.shape, jnp.int32), where, conf.shape[0])
+  return _adaptive_core(conf, correct, _binned._valid(where, conf.shape[0]), num_bins=num_bins)
+
+
+def adaptive_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+  """Adaptive ECE with equal-mass bins on the top-label confidence (Nixon et al. 2019; Mukhoti et al. 2020).
+
+      AdaECE = sum_{b=1}^{M} (n_b / N) |acc_b - conf_b|
+
+  Bins are defined by rank, not by edges: sort the N unmasked examples by confidence c_i = max_k p_ik (ascending;
+  ties broken by correctness, incorrect first, so the value does not depend on the input order); the example of
+  0-based rank r goes to bin floor(r M / N). Every bin then holds floor(N/M) or ceil(N/M) examples (bin b holds
+  ranks ceil(bN/M) .. ceil((b+1)N/M) - 1), and tied confidences may be split across neighbouring bins. Not
+  mergeable from fixed bins (it needs every confidence): it is a plain function, not a ``*_from_stats``.
+  """
+  num_bins = _validate.check_num_bins(num_bins)
+  probs, labels, valid = _prep(probs, labels, where)
+  conf, correct = _binned.top_label(probs, labels, valid)
+  return _adaptive_core(conf, correct, valid, num_bins=num_bins)
