@@ -2,6 +2,8 @@
 
 * `gence`: Generative Cross-Entropy (Zhan, Zhou & Shen 2026), normalised over the global batch.
 * `mgce`, `mgce_probs`, `mgce_nu`: Minimax Generalized Cross-Entropy (Bondugula et al., AISTATS 2026).
+* `adafocal` (+ `adafocal_init`, `adafocal_update`): AdaFocal, a stateful baseline (per-bin gammas updated from
+  validation calibration each epoch; Ghosh, Schaaf & Gormley 2022).
 * baselines: `cross_entropy`, `generalized_ce` (`lq`), `mae`, `focal`, `flsd53`, `dual_focal`, `brier`, `nce_rce`.
 * `get_loss(name, **hparams)`: a `Loss` with ``per_example`` and ``probs`` (its probability link).
 * `checked(loss)`: raise on out-of-range labels and NaN/Inf logits instead of returning NaN.
@@ -9,6 +11,8 @@
 This package imports only jax: no TensorFlow, no Flax.
 """
 
+from gence_jax.losses.adafocal import (AdaFocalState, adafocal, adafocal_init, adafocal_update,
+                                       adafocal_validation_stats)
 from gence_jax.losses.baselines import (brier, cross_entropy, dual_focal, flsd53, focal, generalized_ce, lq, mae,
                                         nce_rce)
 from gence_jax.losses.checked import LossInputError, check_inputs, checked
@@ -17,7 +21,7 @@ from gence_jax.losses.minimax_gce import mgce, mgce_l1_penalty, mgce_nu, mgce_pr
 from gence_jax.losses.registry import Loss, available_losses, get_loss, softmax_probs
 
 __all__ = [
-    "Loss", "LossInputError", "available_losses", "brier", "check_inputs", "checked", "cross_entropy",
+    "AdaFocalState", "adafocal", "adafocal_init", "adafocal_update", "adafocal_validation_stats", "Loss", "LossInputError", "available_losses", "brier", "check_inputs", "checked", "cross_entropy",
     "dual_focal", "flsd53", "focal", "gence", "generalized_ce", "get_loss", "lq", "mae", "mgce", "mgce_l1_penalty",
     "mgce_nu", "mgce_probs", "mgce_worst_case", "nce_rce", "softmax_probs",
 ]

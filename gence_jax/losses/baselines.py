@@ -34,7 +34,7 @@ def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, a
   logits, labels, where, log_p = _prepare(logits, labels, where, "cross_entropy")
   # -sum_k t_k log p_k = (1 - eps) (-log p_y) - eps * mean_k log p_k
   loss = -(1.0 - label_smoothing) * take_label(log_p, labels)
-  if label_smoothing:
+  if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):  # may be traced (vmap over it)
     loss = loss - label_smoothing * jnp.mean(log_p, axis=-1)
   return finalize(loss, labels, logits.shape[-1], where)
 
@@ -72,10 +72,19 @@ def mae(logits, labels, *, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
+def modulator(base, gamma):
+  """base^gamma for base >= 0, with its limit at base = 0 (1 if gamma == 0 else 0) and finite gradients there.
+
+  The safe base keeps pow's derivative gamma * base^(gamma - 1) from producing inf * 0 = NaN for 0 < gamma < 1.
+  """
+  positive = base > 0
+  safe = jnp.where(positive, base, 1.0)
+  return jnp.where(positive, safe**gamma, jnp.where(gamma == 0, 1.0, 0.0))
+
+
 def _focal_term(log_py, gamma):
   # -(1 - p_y)^gamma log p_y; written with -expm1 so that 1 - p_y keeps precision as p_y -> 1.
-  one_minus = -jnp.expm1(log_py)
-  return -(one_minus**gamma) * log_py
+  return -modulator(-jnp.expm1(log_py), gamma) * log_py
 
 
 def focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
@@ -125,7 +134,7 @@ def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None
   log_py = take_label(log_p, labels)
   is_label = jax.nn.one_hot(labels, k, dtype=jnp.bool_)
   p_other = jnp.max(jnp.where(is_label, 0.0, jnp.exp(log_p)), axis=-1)
-  loss = -((-jnp.expm1(log_py) + p_other) ** gamma) * log_py
+  loss = -modulator(-jnp.expm1(log_py) + p_other, gamma) * log_py
   return finalize(loss, labels, k, where)
 
 
