@@ -386,6 +386,13 @@ def test_small_gamma_gradient_saturated(fn, gamma):
   y = jnp.array([0])
   g = jax.grad(lambda a: jnp.sum(fn(a, y, gamma=gamma)))(z)
   assert np.all(np.isfinite(g)), g
+  # The true gradient there is 0 (as CE's, softmax - onehot = 0): d/dz_y of (1-p)^gamma log p ~ (1-p)^gamma -> 0.
+  np.testing.assert_allclose(g, 0.0, atol=1e-6)
+  assert float(fn(z, y, gamma=gamma)[0]) == 0.0
+  # Just short of saturation (1 - p_y ~ 2e-9 > 0) gamma = 0 still gives CE's gradient.
+  z2 = jnp.array([[20.0, 0.0]], jnp.float32)
+  g0 = jax.grad(lambda a: jnp.sum(fn(a, y, gamma=0.0)))(z2)
+  np.testing.assert_allclose(g0, np_softmax(np.asarray(z2, np.float64)) - np_onehot([0], 2), atol=1e-7)
 
 
 # ----------------------------------------------------------------------------------------------------------------

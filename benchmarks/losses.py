@@ -1,0 +1,251 @@
+"""Loss throughput: jitted ``value_and_grad`` of the batch mean of every registered loss, against optax CE.
+
+Usage::
+
+    python benchmarks/losses.py                       # all shapes, 30 repeats, MRCpy peer if importable
+    python benchmarks/losses.py --shapes 128x10,1024x100 --repeats 50 --json results.json
+    python benchmarks/losses.py --no-peer
+
+For every (batch, classes) shape and every loss in `gence_jax.losses.available_losses()` (default hyper-parameters;
+MGCE at beta in {1, 2, 11}) it times ``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in
+the same process as ``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, and reports the
+median wall time (``block_until_ready``, after warm-up) and the ratio to optax CE.
+
+When torch and MRCpy are importable, MGCE is also timed against MRCpy's PyTorch implementation
+(``mgce_loss(K, beta).get_gradient(logits, labels)``, which returns the gradient of the batch mean and the mean loss:
+the same work), on CPU in float32 on the same logits. MRCpy's bisection syncs with the host at every iteration and
+its beta = 1 path loops over the classes in Python, so it gets a time budget per cell (``--peer-budget`` seconds,
+at least 3 repeats); the number of repeats actually used is printed next to each time.
+
+The output is Markdown, pasteable into a README. The 1-minute load average is printed at the start and the end:
+on a small shared machine other processes distort the timings (PyTorch's multi-threaded ops are hit hardest, as a
+descheduled OpenMP thread stalls every op; ``--torch-threads 1`` avoids that), so compare runs on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gence_jax.losses import available_losses, get_loss
+
+DEFAULT_SHAPES = "128x10,1024x100,4096x1000"
+MGCE_BETAS = (1.0, 2.0, 11.0)
+
+
+def _parse_shapes(text):
+  shapes = []
+  for item in text.split(","):
+    b, k = item.lower().strip().split("x")
+    shapes.append((int(b), int(k)))
+  return shapes
+
+
+def _median_ms(call, repeats, warmup=3, budget_s=None, min_repeats=3):
+  """(median ms, calls timed, min ms) of `call()`'s wall time; `call` must block until its result is ready.
+
+  The min is kept in the JSON only, as an indicator of noise from other load on the machine.
+  """
+  for _ in range(warmup):
+    call()
+  times = []
+  start = time.perf_counter()
+  for i in range(repeats):
+    t0 = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - t0)
+    if budget_s is not None and i + 1 >= min_repeats and time.perf_counter() - start > budget_s:
+      break
+  return 1e3 * statistics.median(times), len(times), 1e3 * min(times)
+
+
+def _loadavg():
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return None
+
+
+def _loss_variants():
+  """(label, Loss) for every registered loss at default hparams; MGCE at each beta in MGCE_BETAS."""
+  variants = []
+  for name in available_losses():
+    if name == "mgce":
+      variants += [(f"mgce (beta={b:g})", get_loss("mgce", beta=b)) for b in MGCE_BETAS]
+    else:
+      variants.append((name, get_loss(name)))
+  return variants
+
+
+def _jax_timer(per_example, logits, labels, repeats):
+  fn = jax.jit(jax.value_and_grad(lambda z, y: jnp.mean(per_example(z, y))))
+
+  def call():
+    value, grad = fn(logits, labels)
+    jax.block_until_ready((value, grad))
+
+  value, grad = fn(logits, labels)
+  if not (np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(grad)))):
+    raise FloatingPointError("non-finite loss or gradient")
+  return _median_ms(call, repeats)
+
+
+def _peer():
+  try:
+    import torch  # noqa: F401
+    from MRCpy.pytorch.mgce.loss import mgce_loss  # noqa: F401
+  except Exception:  # pylint: disable=broad-except
+    return None
+  import torch
+  from MRCpy.pytorch.mgce.loss import mgce_loss
+  return torch, mgce_loss
+
+
+def _torch_timer(torch, mgce_loss, logits_np, labels_np, beta, repeats, budget_s):
+  loss = mgce_loss(num_classes=logits_np.shape[-1], beta=beta)
+  z = torch.from_numpy(np.ascontiguousarray(logits_np, np.float32))
+  y = torch.from_numpy(labels_np.astype(np.int64))
+
+  def call():
+    with torch.no_grad():
+      loss.get_gradient(z, y)
+
+  return _median_ms(call, repeats, warmup=1, budget_s=budget_s)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated BxK (default {DEFAULT_SHAPES})")
+  parser.add_argument("--repeats", type=int, default=30, help="timed calls per JAX cell (after 3 warm-up calls)")
+  parser.add_argument("--peer-repeats", type=int, default=None, help="max timed calls per MRCpy cell "
+                      "(default: --repeats)")
+  parser.add_argument("--peer-budget", type=float, default=4.0,
+                      help="seconds per MRCpy cell; stops early (at least 3 calls) once spent")
+  parser.add_argument("--no-peer", action="store_true", help="skip the MRCpy/PyTorch comparison")
+  parser.add_argument("--torch-threads", type=int, default=None,
+                      help="torch.set_num_threads for MRCpy (default: torch's own default). On a small, shared "
+                      "machine 1 thread avoids OpenMP barrier stalls when another process takes a core")
+  parser.add_argument("--json", default=None, help="write all results to this JSON file")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+
+  shapes = _parse_shapes(args.shapes)
+  variants = _loss_variants()
+  peer = None if args.no_peer else _peer()
+  rng = np.random.default_rng(args.seed)
+  data = {}
+  for b, k in shapes:
+    data[(b, k)] = (2.0 * rng.standard_normal((b, k))).astype(np.float32), rng.integers(0, k, size=b)
+
+  env = {
+      "python": platform.python_version(), "jax": jax.__version__, "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(), "optax": optax.__version__,
+      "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+      "loadavg_start": _loadavg(),
+  }
+  if peer is not None:
+    import MRCpy  # pylint: disable=import-outside-toplevel
+    if args.torch_threads:
+      peer[0].set_num_threads(args.torch_threads)
+    env["torch"] = peer[0].__version__
+    env["torch_threads"] = peer[0].get_num_threads()
+    env["MRCpy"] = getattr(MRCpy, "__version__", "?")
+
+  results = {"env": env, "repeats": args.repeats, "shapes": [f"{b}x{k}" for b, k in shapes], "jax": [],
+             "peer": []}
+  ce_ms = {}
+  table = {}
+  t_start = time.perf_counter()
+  for b, k in shapes:
+    logits, labels = jnp.asarray(data[(b, k)][0]), jnp.asarray(data[(b, k)][1], jnp.int32)
+    ms, n, min_ms = _jax_timer(optax.softmax_cross_entropy_with_integer_labels, logits, labels, args.repeats)
+    ce_ms[(b, k)] = ms
+    table[("optax CE", (b, k))] = ms
+    results["jax"].append({"loss": "optax CE", "shape": f"{b}x{k}", "median_ms": ms, "min_ms": min_ms,
+                           "repeats": n, "ratio": 1.0})
+    for label, loss in variants:
+      try:
+        ms, n, min_ms = _jax_timer(loss.per_example, logits, labels, args.repeats)
+      except Exception as exc:  # pylint: disable=broad-except
+        print(f"[{label} {b}x{k}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        ms, n, min_ms = float("nan"), 0, float("nan")
+      table[(label, (b, k))] = ms
+      results["jax"].append({"loss": label, "shape": f"{b}x{k}", "median_ms": ms, "min_ms": min_ms,
+                             "repeats": n, "ratio": ms / ce_ms[(b, k)]})
+    print(f"  timed {b}x{k} ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
+
+  lines = []
+  lines.append(f"### Loss value-and-gradient time (jax {env['jax']}, {env['backend']}, {env['cpu_count']} CPUs, "
+               f"float32)\n")
+  lines.append(f"Median of {args.repeats} calls (after 3 warm-up calls) of "
+               "`jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`; "
+               "`x CE`: ratio to `optax.softmax_cross_entropy_with_integer_labels` under the same wrapper, "
+               "same process, same logits (N(0, 2^2)).\n")
+  header = "| loss | " + " | ".join(f"{b}x{k} ms | x CE" for b, k in shapes) + " |"
+  lines.append(header)
+  lines.append("|" + "---|" * (1 + 2 * len(shapes)))
+  for label in ["optax CE"] + [v[0] for v in variants]:
+    cells = []
+    for shape in shapes:
+      ms = table[(label, shape)]
+      cells += [f"{ms:.3f}", f"{ms / ce_ms[shape]:.2f}"]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+  if peer is not None:
+    torch, mgce_loss = peer
+    peer_repeats = args.peer_repeats or args.repeats
+    lines.append("")
+    lines.append(f"### MGCE: gence_jax vs MRCpy {env['MRCpy']} (PyTorch {env['torch']}, CPU, "
+                 f"{env['torch_threads']} thread(s), float32)\n")
+    lines.append("Both compute the mean loss and its gradient wrt the logits "
+                 "(MRCpy: `mgce_loss(K, beta).get_gradient(logits, labels)`). "
+                 f"MRCpy: median over at most {peer_repeats} calls, stopping once {args.peer_budget:g} s are spent "
+                 "(n = calls used); speed-up = MRCpy ms / gence_jax ms.\n")
+    lines.append("| beta | shape | gence_jax ms | MRCpy ms (n) | speed-up |")
+    lines.append("|---|---|---|---|---|")
+    for beta in MGCE_BETAS:
+      for b, k in shapes:
+        jax_ms = table[(f"mgce (beta={beta:g})", (b, k))]
+        try:
+          t_ms, n, t_min = _torch_timer(torch, mgce_loss, data[(b, k)][0], data[(b, k)][1], beta, peer_repeats,
+                                 args.peer_budget)
+        except Exception as exc:  # pylint: disable=broad-except
+          print(f"[MRCpy beta={beta:g} {b}x{k}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+          t_ms, n, t_min = float("nan"), 0, float("nan")
+        results["peer"].append({"beta": beta, "shape": f"{b}x{k}", "jax_ms": jax_ms, "mrcpy_ms": t_ms,
+                                "mrcpy_min_ms": t_min, "mrcpy_repeats": n, "speedup": t_ms / jax_ms})
+        few = "" if n >= peer_repeats else " *"
+        lines.append(f"| {beta:g} | {b}x{k} | {jax_ms:.3f} | {t_ms:.2f} ({n}){few} | {t_ms / jax_ms:.1f}x |")
+    if any(r["mrcpy_repeats"] < peer_repeats for r in results["peer"]):
+      lines.append("")
+      lines.append(f"\\* fewer than {peer_repeats} MRCpy calls: the {args.peer_budget:g} s budget per cell ran out "
+                   "(MRCpy syncs with the host at every bisection step; beta = 1 loops over classes in Python).")
+  elif not args.no_peer:
+    lines.append("")
+    lines.append("(MRCpy/torch not importable: peer comparison skipped.)")
+
+  results["wall_s"] = time.perf_counter() - t_start
+  env["loadavg_end"] = _loadavg()
+  print("\n".join(lines))
+  print(f"\n_Total benchmark wall time {results['wall_s']:.0f} s; {env['processor']}, python {env['python']}, "
+        f"optax {env['optax']}; 1-min load average {env['loadavg_start'] and env['loadavg_start'][0]} at start, "
+        f"{env['loadavg_end'] and env['loadavg_end'][0]} at end (timings are only comparable on an idle "
+        "machine)._")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
+    print(f"(results written to {args.json})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  main()
