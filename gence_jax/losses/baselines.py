@@ -16,9 +16,16 @@ from gence_jax.losses._common import check_hparam, check_logits_labels, finalize
 
 
 def _prepare(logits, labels, where, fn):
+  """Checked inputs as (x, labels, where, lse, log_py): shifted logits x = z - max z, lse = log sum_k exp(x_k) and
+  log p_y = x_y - lse (exact 0 - lse when the label is the top class).
+
+  No [..., K] log-softmax array is built: the losses that only need p_y cost one pass over the logits forward and
+  one backward, like optax's cross-entropy.
+  """
   logits, labels, where = check_logits_labels(logits, labels, where, fn=fn)
-  log_p = jax.nn.log_softmax(logits, axis=-1)
-  return logits, labels, where, log_p
+  x = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  lse = jnp.log(jnp.sum(jnp.exp(x), axis=-1))
+  return x, labels, where, lse, take_label(x, labels) - lse
 
 
 def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, axis_name=None):
@@ -31,11 +38,11 @@ def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, a
   """
   del axis_name
   check_hparam("cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
-  logits, labels, where, log_p = _prepare(logits, labels, where, "cross_entropy")
-  # -sum_k t_k log p_k = (1 - eps) (-log p_y) - eps * mean_k log p_k
-  loss = -(1.0 - label_smoothing) * take_label(log_p, labels)
+  logits, labels, where, lse, log_py = _prepare(logits, labels, where, "cross_entropy")
+  # -sum_k t_k log p_k = (1 - eps) (-log p_y) - eps * mean_k log p_k,  mean_k log p_k = mean_k z_k - lse
+  loss = -(1.0 - label_smoothing) * log_py
   if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):  # may be traced (vmap over it)
-    loss = loss - label_smoothing * jnp.mean(log_p, axis=-1)
+    loss = loss - label_smoothing * (jnp.mean(logits, axis=-1) - lse)
   return finalize(loss, labels, logits.shape[-1], where)
 
 
@@ -50,8 +57,7 @@ def generalized_ce(logits, labels, *, q: float = 0.7, where=None, axis_name=None
   """
   del axis_name
   check_hparam("generalized_ce", "q", q, low=0.0, high=1.0, low_inclusive=False)
-  logits, labels, where, log_p = _prepare(logits, labels, where, "generalized_ce")
-  log_py = take_label(log_p, labels)
+  logits, labels, where, _, log_py = _prepare(logits, labels, where, "generalized_ce")
   loss = -jnp.expm1(q * log_py) / q  # (1 - p_y^q) / q, accurate for small q * log p_y
   return finalize(loss, labels, logits.shape[-1], where)
 
@@ -67,8 +73,8 @@ def mae(logits, labels, *, where=None, axis_name=None):
   Ghosh, Kumar & Sastry, "Robust Loss Functions under Label Noise for Deep Neural Networks", AAAI 2017.
   """
   del axis_name
-  logits, labels, where, log_p = _prepare(logits, labels, where, "mae")
-  loss = 2.0 * (1.0 - jnp.exp(take_label(log_p, labels)))
+  logits, labels, where, _, log_py = _prepare(logits, labels, where, "mae")
+  loss = -2.0 * jnp.expm1(log_py)
   return finalize(loss, labels, logits.shape[-1], where)
 
 
@@ -97,8 +103,8 @@ def focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
   """
   del axis_name
   check_hparam("focal", "gamma", gamma, low=0.0)
-  logits, labels, where, log_p = _prepare(logits, labels, where, "focal")
-  loss = _focal_term(take_label(log_p, labels), gamma)
+  logits, labels, where, _, log_py = _prepare(logits, labels, where, "focal")
+  loss = _focal_term(log_py, gamma)
   return finalize(loss, labels, logits.shape[-1], where)
 
 
@@ -113,8 +119,7 @@ def flsd53(logits, labels, *, where=None, axis_name=None):
   NeurIPS 2020.
   """
   del axis_name
-  logits, labels, where, log_p = _prepare(logits, labels, where, "flsd53")
-  log_py = take_label(log_p, labels)
+  logits, labels, where, _, log_py = _prepare(logits, labels, where, "flsd53")
   gamma = jnp.where(jax.lax.stop_gradient(log_py) < jnp.log(0.2), 5.0, 3.0)
   loss = _focal_term(log_py, gamma)
   return finalize(loss, labels, logits.shape[-1], where)
@@ -129,11 +134,10 @@ def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None
   """
   del axis_name
   check_hparam("dual_focal", "gamma", gamma, low=0.0)
-  logits, labels, where, log_p = _prepare(logits, labels, where, "dual_focal")
+  logits, labels, where, lse, log_py = _prepare(logits, labels, where, "dual_focal")
   k = logits.shape[-1]
-  log_py = take_label(log_p, labels)
   is_label = jax.nn.one_hot(labels, k, dtype=jnp.bool_)
-  p_other = jnp.max(jnp.where(is_label, 0.0, jnp.exp(log_p)), axis=-1)
+  p_other = jnp.exp(jnp.max(jnp.where(is_label, -jnp.inf, logits), axis=-1) - lse)
   loss = -modulator(-jnp.expm1(log_py) + p_other, gamma) * log_py
   return finalize(loss, labels, k, where)
 
@@ -144,11 +148,10 @@ def brier(logits, labels, *, where=None, axis_name=None):
   .. math:: \ell(z, y) = \sum_k (p_k - [k = y])^2
   """
   del axis_name
-  logits, labels, where, log_p = _prepare(logits, labels, where, "brier")
-  k = logits.shape[-1]
-  p = jnp.exp(log_p)
-  loss = jnp.sum(jnp.square(p - jax.nn.one_hot(labels, k, dtype=p.dtype)), axis=-1)
-  return finalize(loss, labels, k, where)
+  logits, labels, where, lse, log_py = _prepare(logits, labels, where, "brier")
+  p = jnp.exp(logits - lse[..., None])
+  loss = jnp.sum(jnp.square(p), axis=-1) - 2.0 * jnp.exp(log_py) + 1.0  # sum_k p_k^2 - 2 p_y + 1
+  return finalize(loss, labels, logits.shape[-1], where)
 
 
 def nce_rce(logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: float = -4.0, where=None,
@@ -169,9 +172,8 @@ def nce_rce(logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: 
   check_hparam("nce_rce", "alpha", alpha, low=0.0)
   check_hparam("nce_rce", "beta", beta, low=0.0)
   check_hparam("nce_rce", "log_zero", log_zero, high=0.0, high_inclusive=False)
-  logits, labels, where, log_p = _prepare(logits, labels, where, "nce_rce")
-  log_py = take_label(log_p, labels)
-  nce = log_py / jnp.sum(log_p, axis=-1)
+  logits, labels, where, lse, log_py = _prepare(logits, labels, where, "nce_rce")
+  nce = log_py / (jnp.sum(logits, axis=-1) - logits.shape[-1] * lse)  # sum_k log p_k = sum_k z_k - K lse
   rce = -log_zero * (-jnp.expm1(log_py))
   loss = alpha * nce + beta * rce
   return finalize(loss, labels, logits.shape[-1], where)
