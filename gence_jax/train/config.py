@@ -144,8 +144,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
       node = node[part]
     leaf = parts[-1]
     parent = ".".join(parts[:-1])
-    if parent in _FREE_FORM:
+    if parent in _FREE_FORM:  # free-form: replace the entry whatever its old type (checked by `validate`)
       with node.unlocked():
+        if leaf in node:
+          del node[leaf]
         node[leaf] = value
       continue
     if leaf not in node:
@@ -177,6 +179,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "train.eval_batch_size": config.train.eval_batch_size,
               "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
               "train.log_every_steps": config.train.log_every_steps,
+              "train.keep_checkpoints": config.train.keep_checkpoints,
               "train.eval_every_epochs": config.train.eval_every_epochs,
               "optimizer.learning_rate": config.optimizer.learning_rate,
               "calibration.num_bins": config.calibration.num_bins,
@@ -192,9 +195,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config keys 'optimizer.grad_clip_norm' and 'optimizer.weight_decay' must be >= 0")
 
   try:
+    losses.get_loss(config.loss.name)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config key 'loss.name': {e}") from None
+  try:
     losses.get_loss(config.loss.name, **dict(config.loss.hparams))
   except (ValueError, TypeError) as e:
-    raise ValueError(f"config key 'loss': {e}") from None
+    raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
   if config.model.name not in models.available_models():
     raise ValueError(f"config key 'model.name': unknown model {config.model.name!r}; "
                      f"expected one of {models.available_models()}")
@@ -206,6 +213,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
     parse_regimes(config.dataset.regimes or None)
   except ValueError as e:
     raise ValueError(f"config key 'dataset.regimes': {e}") from None
-  name = config.dataset.name
-  if name.endswith(".npz") and not os.path.exists(name):
-    raise FileNotFoundError(f"config key 'dataset.name': file not found: {name!r}")
+  _check_dataset_name(config.dataset.name, config.dataset.data_dir)
+
+
+def _check_dataset_name(name: str, data_dir: str) -> None:
+  """The dataset names `gence_jax.data.load_dataset` accepts, checked without loading anything."""
+  from gence_jax.data.sources import TFDS_DATASETS
+
+  low = name.lower()
+  if low == "digits" or low in TFDS_DATASETS or (low.startswith("tfds:") and len(low) > 5):
+    return
+  for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
+    if low.startswith(prefix):
+      if not os.path.isdir(name[len(prefix):]):
+        raise FileNotFoundError(f"config key 'dataset.name': Tiny-ImageNet folder not found: {name[len(prefix):]!r}")
+      return
+  if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200"):
+    if not data_dir:
+      raise ValueError(f"config key 'dataset.data_dir' must name the Tiny-ImageNet folder for dataset {name!r}")
+    return
+  if low.endswith(".npz"):
+    if not os.path.isfile(name):
+      raise FileNotFoundError(f"config key 'dataset.name': file not found: {name!r}")
+    return
+  if os.path.isdir(name):
+    return
+  raise ValueError(f"config key 'dataset.name': unknown dataset {name!r}; expected 'digits', one of "
+                   f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file")

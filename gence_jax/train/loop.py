@@ -32,16 +32,25 @@ REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
 
 
 class TrainingDivergedError(RuntimeError):
-  """The loss or a gradient became NaN/Inf."""
+  """The loss or a gradient became NaN/Inf; ``step`` is the failing step, ``last_checkpoint`` the newest saved one."""
+
+  def __init__(self, message: str, *, step: int | None = None, last_checkpoint: int | None = None):
+    super().__init__(message)
+    self.step = step
+    self.last_checkpoint = last_checkpoint
 
 
 def _jsonable(x):
+  """Plain JSON values; NaN/Inf become null so every line stays strict JSON."""
   if isinstance(x, dict):
     return {k: _jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
     return [_jsonable(v) for v in x]
-  if isinstance(x, (np.generic, jax.Array)):
-    return np.asarray(x).item() if np.asarray(x).size == 1 else np.asarray(x).tolist()
+  if isinstance(x, (np.generic, np.ndarray, jax.Array)):
+    x = np.asarray(x)
+    return _jsonable(x.item() if x.ndim == 0 else x.tolist())
+  if isinstance(x, float) and not np.isfinite(x):
+    return None
   return x
 
 
@@ -55,7 +64,7 @@ class MetricsWriter:
   def write(self, record: dict) -> None:
     if self.enabled:
       with open(self.path, "a") as f:
-        f.write(json.dumps(_jsonable(record)) + "\n")
+        f.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
 
 
 def build_loss(config) -> losses.Loss:
@@ -79,13 +88,19 @@ def build_model(config, num_classes: int, *, bn_axis_name=None):
 
 
 class Runner:
-  """Places data and state on devices and runs the step for the configured mode (jit over a mesh, or pmap)."""
+  """Places data and state on devices and runs the step for the configured mode (jit over a mesh, or pmap).
 
-  def __init__(self, config, model, loss, tx, l1):
+  Batches are the data pipeline's dicts (inputs under ``input_key``: ``"x"`` or ``"image"``, plus ``label`` and
+  ``mask``): this process's rows of the global batch.
+  """
+
+  def __init__(self, config, model, loss, tx, l1, *, input_key: str = "x"):
     self.mode = config.train.mode
+    self.input_key = input_key
     self.devices = jax.devices()
     if self.mode == "jit":
-      self.mesh = jax.make_mesh((len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+      self.mesh = jax.make_mesh((len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                                devices=self.devices)
       self.replicated = NamedSharding(self.mesh, P())
       self.batch_sharding = NamedSharding(self.mesh, P("data"))
       step = make_train_step(model, loss, tx, l1=l1)
@@ -100,12 +115,25 @@ class Runner:
       self._step = jax.pmap(step, axis_name="data", donate_argnums=0, in_axes=(0, 0, None))
       self._predict = jax.pmap(make_predict(model), axis_name="data")
 
+  def restore_template(self, state) -> TrainState:
+    """The state with the shardings a checkpoint is restored to: replicated over the mesh under jit."""
+    return self.place_state(state) if self.mode == "jit" else state
+
   def place_state(self, state):
     if self.mode == "jit":
-      return jax.device_put(state, self.replicated)
-    return jax.device_put_replicated(state, jax.local_devices())
+      return jax.device_put(jax.device_get(state), self.replicated)
+    # one copy per local device along a new leading axis (what pmap maps over; jax.device_put_replicated is gone)
+    devices = jax.local_devices()
+    stacked = NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("data",)), P("data"))
+    state = jax.device_get(state)
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (len(devices), *np.shape(x))), stacked), state)
+
+  def place_key(self, key):
+    return jax.device_put(key, self.replicated) if self.mode == "jit" else key
 
   def host_state(self, state) -> TrainState:
+    """The state as NumPy arrays (identical on every process)."""
     if self.mode == "pmap":
       state = jax.tree_util.tree_map(lambda x: x[0], state)
     return jax.device_get(state)
@@ -117,10 +145,11 @@ class Runner:
     return {k: v.reshape(n, -1, *v.shape[1:]) for k, v in batch.items()}
 
   def step(self, state, batch, key):
+    batch = {"x": batch[self.input_key], "label": batch["label"], "mask": batch["mask"]}
     return self._step(state, self._shard(batch), key)
 
   def predict(self, state, batch):
-    logits = self._predict(state, self._shard({"x": batch["x"]})["x"])
+    logits = self._predict(state, self._shard({"x": batch[self.input_key]})["x"])
     if self.mode == "pmap":
       logits = logits.reshape(-1, logits.shape[-1])
     return logits
@@ -168,10 +197,26 @@ def calibrate_and_score(loss, val, test, cfg) -> dict:
   return out
 
 
+def check_devices(config) -> None:
+  """The global batch sizes must split evenly over the devices (and the processes): checked before any data loads."""
+  devices, processes = jax.device_count(), jax.process_count()
+  for key in ("batch_size", "eval_batch_size"):
+    size = config.train[key]
+    if size % devices or size % processes:
+      raise ValueError(f"config key 'train.{key}' ({size}) must be divisible by the number of devices ({devices}) "
+                       f"and of processes ({processes})")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results."""
+  """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
+
+  Raises ValueError/TypeError naming the config key for a bad config (before anything is trained),
+  `CheckpointError` when checkpoints exist but none is readable, and `TrainingDivergedError` when the loss or a
+  gradient becomes NaN/Inf.
+  """
   validate(config)
   distributed.initialize(config.distributed)
+  check_devices(config)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
   data = load_dataset(config.dataset.name, seed=config.seed, val_fraction=config.dataset.val_fraction,
@@ -180,76 +225,92 @@ def train_and_evaluate(config, workdir: str) -> dict:
   loss = build_loss(config)
   model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
   cfg_t = config.train
-  if cfg_t.batch_size % jax.device_count():
-    raise ValueError(f"config key 'train.batch_size' ({cfg_t.batch_size}) must divide by the number of devices "
-                     f"({jax.device_count()})")
   steps_per_epoch = data.steps_per_epoch(cfg_t.batch_size)
+  if steps_per_epoch < 1:
+    raise ValueError(f"config key 'train.batch_size' ({cfg_t.batch_size}) is larger than the training split "
+                     f"({len(data.y_train)} examples)")
   total_steps = steps_per_epoch * cfg_t.epochs
   tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
   key = jax.random.PRNGKey(config.seed)
   init_key, step_key = jax.random.split(key)
-  state = create_state(model, tx, init_key, jnp.zeros((1, *data.input_shape), jnp.float32))
-  runner = Runner(config, model, loss, tx, l1_lambda(config))
+  runner = Runner(config, model, loss, tx, l1_lambda(config), input_key=data.input_key)
+  sample = jnp.zeros((1, *data.input_shape), jnp.float32)
+  try:
+    state = runner.restore_template(create_state(model, tx, init_key, sample))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config key 'model.kwargs': cannot build {config.model.name!r} with "
+                     f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
+                     ) from e
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=cfg_t.keep_checkpoints)
-  restored, start_step = ckpt.restore_latest(state)
-  if restored is not None:
-    state = restored
-  writer = MetricsWriter(workdir)
-  writer.write({"event": "start", "step": start_step, "total_steps": total_steps, "devices": jax.device_count(),
-                "processes": jax.process_count(), "config": config.to_dict()})
-  state = runner.place_state(state)
+  try:  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
+    restored, start_step = ckpt.restore_latest(state)
+    if restored is not None:
+      state = restored
+    if start_step > total_steps:
+      raise ValueError(f"the checkpoint in {ckpt.directory} is at step {start_step}, beyond this config's "
+                       f"{total_steps} steps: use a new work directory")
+    writer = MetricsWriter(workdir)
+    writer.write({"event": "start", "step": start_step, "total_steps": total_steps, "devices": jax.device_count(),
+                  "processes": jax.process_count(), "config": config.to_dict()})
+    state = runner.place_state(state)
+    step_key = runner.place_key(step_key)
 
-  batches = data.train_batches(cfg_t.batch_size, seed=config.seed, num_epochs=cfg_t.epochs, start_step=start_step,
-                               augment=config.dataset.augment, process_index=jax.process_index(),
-                               process_count=jax.process_count())
-  bar = tqdm(total=total_steps, initial=start_step, disable=not cfg_t.progress or jax.process_index() != 0,
-             desc=f"{config.loss.name}/{config.model.name}", dynamic_ncols=True)
-  last_good = ckpt.all_steps()[-1] if ckpt.all_steps() else None
-  pending = []
-  train_time = 0.0
-  for step in range(start_step, total_steps):
-    ts = time.time()
-    state, m = runner.step(state, next(batches), step_key)
-    pending.append((step, m))
-    done = step + 1
-    if done % cfg_t.log_every_steps == 0 or done == total_steps or done % cfg_t.checkpoint_every_steps == 0:
-      for s, mm in pending:
-        mm = jax.device_get(runner.unreplicate_metrics(mm))
-        if bool(mm["nonfinite"]):
-          raise TrainingDivergedError(
-              f"non-finite loss or gradient at step {s} (loss={float(mm['loss'])}); the update was not applied. "
-              f"Last good checkpoint: {'none' if last_good is None else f'step {last_good}'} in {ckpt.directory}.")
-      last = {k: float(v) for k, v in mm.items() if k != "nonfinite"}
-      writer.write({"event": "train", "step": done, "epoch": done / steps_per_epoch, **last})
-      bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
-      pending = []
-    bar.update(1)
-    train_time += time.time() - ts
-    if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
-      ckpt.save(done, runner.host_state(state), force=done == total_steps)
-      last_good = done
-    if done % steps_per_epoch == 0 and ((done // steps_per_epoch) % cfg_t.eval_every_epochs == 0
-                                        or done == total_steps):
-      val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-      writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val",
-                    **score(loss.probs(val[0]), val[1], config.calibration.num_bins)})
-  bar.close()
-  ckpt.wait()
+    batches = data.train_batches(cfg_t.batch_size, seed=config.seed, num_epochs=cfg_t.epochs, start_step=start_step,
+                                 augment=config.dataset.augment, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    bar = tqdm(total=total_steps, initial=start_step, disable=not cfg_t.progress or jax.process_index() != 0,
+               desc=f"{config.loss.name}/{config.model.name}", dynamic_ncols=True)
+    last_good = ckpt.all_steps()[-1] if ckpt.all_steps() else None
+    pending = []
+    train_time = 0.0
+    for step in range(start_step, total_steps):
+      ts = time.time()
+      state, m = runner.step(state, next(batches), step_key)
+      pending.append((step, m))
+      done = step + 1
+      if done % cfg_t.log_every_steps == 0 or done == total_steps or done % cfg_t.checkpoint_every_steps == 0:
+        # checked before every save, so a checkpoint never holds a state past a non-finite step
+        for s, mm in pending:
+          mm = jax.device_get(runner.unreplicate_metrics(mm))
+          if bool(mm["nonfinite"]):
+            where = "none (the run started from scratch)" if last_good is None else f"step {last_good}"
+            raise TrainingDivergedError(
+                f"training diverged: non-finite loss or gradient at step {s} (loss={float(mm['loss'])}, "
+                f"grad_norm={float(mm['grad_norm'])}); that update was not applied. Last good checkpoint: {where} "
+                f"in {ckpt.directory}.", step=s, last_checkpoint=last_good)
+        last = {k: float(v) for k, v in mm.items() if k != "nonfinite"}
+        writer.write({"event": "train", "step": done, "epoch": done / steps_per_epoch, **last})
+        bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
+        pending = []
+      bar.update(1)
+      train_time += time.time() - ts
+      if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
+        ckpt.save(done, runner.host_state(state), force=done == total_steps)
+        last_good = done
+      if done % steps_per_epoch == 0 and ((done // steps_per_epoch) % cfg_t.eval_every_epochs == 0
+                                          or done == total_steps):
+        val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
+        writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val",
+                      **score(loss.probs(val[0]), val[1], config.calibration.num_bins)})
+    bar.close()
+    ckpt.wait()
 
-  val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-  test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
-  results = {"config": config.to_dict(), "seed": config.seed, "data": data.info, "steps": total_steps,
-             "resumed_from_step": start_step, "train_seconds": train_time, "seconds": time.time() - t0,
-             "test": calibrate_and_score(loss, val, test, config.calibration)}
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(_jsonable(results), f, indent=2)
-    from gence_jax import plots
+    val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
+    test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
+    results = {"config": config.to_dict(), "seed": config.seed, "data": data.info, "steps": total_steps,
+               "resumed_from_step": start_step, "devices": jax.device_count(), "processes": jax.process_count(),
+               "train_seconds": train_time, "seconds": time.time() - t0,
+               "test": calibrate_and_score(loss, val, test, config.calibration)}
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(_jsonable(results), f, indent=2, allow_nan=False)
+      from gence_jax import plots
 
-    plots.reliability_diagram({config.loss.name: (np.asarray(loss.probs(test[0])), test[1])},
-                              num_bins=config.calibration.num_bins, path=os.path.join(workdir, "reliability.png"),
-                              title=f"{data.name} test, {config.loss.name}")
-  writer.write({"event": "end", "step": total_steps, "test": results["test"]})
-  ckpt.close()
+      plots.reliability_diagram({config.loss.name: (np.asarray(loss.probs(test[0])), test[1])},
+                                num_bins=config.calibration.num_bins, path=os.path.join(workdir, "reliability.png"),
+                                title=f"{data.name} test, {config.loss.name}")
+    writer.write({"event": "end", "step": total_steps, "test": results["test"]})
+  finally:
+    ckpt.close()
   return results

@@ -6,7 +6,9 @@
   L1 penalty; under ``jit`` the batch is one global array sharded over the mesh's ``data`` axis, under ``pmap`` each
   device holds a slice and ``axis_name`` makes the example count, GenCE's class sums, BatchNorm statistics (when the
   model is built with ``bn_axis_name``) and the gradients global, so both paths compute the same update;
-* the per-step key is ``fold_in(key, state.step)``;
+* the per-step key is ``fold_in(key, state.step)`` (under pmap also folded with the device's ``axis_index``, so
+  the devices draw independent dropout masks; jit draws one mask for the global batch, so with dropout the two paths
+  agree in distribution, not bit for bit);
 * a non-finite objective or gradient leaves the state unchanged and is reported in ``metrics["nonfinite"]``, so the
   host can stop the run naming the step (see `gence_jax.train.loop`).
 """
@@ -31,8 +33,22 @@ class TrainState:
   opt_state: Any
 
 
+def _init_variables(model, key, sample_input):
+  return model.init({"params": key, "dropout": key}, sample_input, train=False)
+
+
+# one compilation per (model, input shape): flax modules hash by their fields, so reruns with an equal model reuse it
+_init_variables_jit = jax.jit(_init_variables, static_argnums=0)
+
+
 def create_state(model, tx: optax.GradientTransformation, key, sample_input) -> TrainState:
-  variables = model.init({"params": key, "dropout": key}, sample_input, train=False)
+  """The initial state: ``model.init`` (compiled) on `sample_input` in eval mode, and ``tx.init`` of its params."""
+  try:
+    hash(model)
+  except TypeError:  # a module with unhashable attributes (e.g. a list): no compilation cache
+    variables = _init_variables(model, key, sample_input)
+  else:
+    variables = _init_variables_jit(model, key, sample_input)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params))
@@ -52,6 +68,8 @@ def make_train_step(model, loss: Loss, tx: optax.GradientTransformation, *, l1: 
 
   def train_step(state: TrainState, batch, key):
     step_key = jax.random.fold_in(key, state.step)
+    if axis_name is not None:  # pmap: each device draws dropout for its own rows, not a copy of device 0's masks
+      step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
     x, labels, mask = batch["x"], batch["label"], batch["mask"]
     count = jnp.maximum(psum(jnp.sum(mask, dtype=jnp.float32)), 1.0)
     has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
@@ -80,7 +98,7 @@ def make_train_step(model, loss: Loss, tx: optax.GradientTransformation, *, l1: 
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state,
                                        state.replace(step=state.step + 1))
     correct = psum(jnp.sum((jnp.argmax(logits, -1) == labels) & mask, dtype=jnp.float32))
-    metrics = {"loss": value, "accuracy": correct / count, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": value, "accuracy": correct / count, "grad_norm": optax.tree.norm(grads),
                "nonfinite": ~finite}
     return new_state, metrics
 
