@@ -15,17 +15,27 @@ import jax.numpy as jnp
 from gence_jax.losses._common import check_hparam, check_logits_labels, finalize, take_label
 
 
-def _prepare(logits, labels, where, fn):
-  """Checked inputs as (x, labels, where, lse, log_py): shifted logits x = z - max z, lse = log sum_k exp(x_k) and
-  log p_y = x_y - lse (exact 0 - lse when the label is the top class).
+@jax.custom_jvp
+def log_prob_of_label(logits, labels):
+  """log softmax(logits)[labels], computed on max-shifted logits (exact 0 - log sum when the label is the top class)
+  with the tangent dz_y - <softmax(z), dz>, so reverse mode costs what cross-entropy costs (no K-wide log-softmax
+  array is differentiated)."""
+  x = logits - jnp.max(logits, axis=-1, keepdims=True)
+  return take_label(x, labels) - jnp.log(jnp.sum(jnp.exp(x), axis=-1))
 
-  No [..., K] log-softmax array is built: the losses that only need p_y cost one pass over the logits forward and
-  one backward, like optax's cross-entropy.
-  """
+
+@log_prob_of_label.defjvp
+def _log_prob_of_label_jvp(primals, tangents):
+  logits, labels = primals
+  dz, _ = tangents
+  out = log_prob_of_label(logits, labels)
+  return out, take_label(dz, labels) - jnp.sum(jax.nn.softmax(logits, axis=-1) * dz, axis=-1)
+
+
+def _prepare(logits, labels, where, fn):
+  """Checked inputs as (logits, labels, where, lse, log_py) with lse = logsumexp(z) and log p_y."""
   logits, labels, where = check_logits_labels(logits, labels, where, fn=fn)
-  x = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  lse = jnp.log(jnp.sum(jnp.exp(x), axis=-1))
-  return x, labels, where, lse, take_label(x, labels) - lse
+  return logits, labels, where, jax.nn.logsumexp(logits, axis=-1), log_prob_of_label(logits, labels)
 
 
 def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, axis_name=None):
@@ -149,7 +159,7 @@ def brier(logits, labels, *, where=None, axis_name=None):
   """
   del axis_name
   logits, labels, where, lse, log_py = _prepare(logits, labels, where, "brier")
-  p = jnp.exp(logits - lse[..., None])
+  p = jax.nn.softmax(logits, axis=-1)
   loss = jnp.sum(jnp.square(p), axis=-1) - 2.0 * jnp.exp(log_py) + 1.0  # sum_k p_k^2 - 2 p_y + 1
   return finalize(loss, labels, logits.shape[-1], where)
 
