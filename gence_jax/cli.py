@@ -6,13 +6,6 @@ import argparse
 import sys
 
 
-def _demo(args):
-  from gence_jax import demo
-
-  demo.run(workdir=args.workdir, seeds=tuple(args.seeds), epochs=args.epochs, mgce_beta=args.mgce_beta,
-           progress=not args.no_progress)
-
-
 def _train(args):
   from gence_jax import train
 
@@ -42,14 +35,6 @@ def _compare(args):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="gence-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
-  demo = sub.add_parser("demo", help="CE vs GenCE vs MGCE on the bundled digits data, with calibration")
-  demo.add_argument("--workdir", default="runs/demo")
-  demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  demo.add_argument("--epochs", type=int, default=30)
-  demo.add_argument("--mgce-beta", type=float, default=2.0)
-  demo.add_argument("--no-progress", action="store_true")
-  demo.set_defaults(func=_demo)
-
   tr = sub.add_parser("train", help="train one configuration (any loss, model, data source, regime, seed)")
   tr.add_argument("--config", default=None, help="Python config file with get_config() (default: built-in)")
   tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, results.json, plots")

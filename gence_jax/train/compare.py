@@ -2,7 +2,8 @@
 
 Each cell is a full `train_and_evaluate` run in its own work directory (so an interrupted grid resumes: finished
 runs are read back from their ``results.json``). The summary table (Markdown and JSON) reports test accuracy, NLL,
-ECE and SCE before and after temperature scaling and ATS.
+ECE and SCE before and after temperature scaling and ATS; ``ece.png`` plots test ECE per loss and regime, and
+``reliability_<regime>.png`` overlays the losses' reliability diagrams.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from gence_jax.train.loop import train_and_evaluate
 
 COLUMNS = (("raw", "accuracy"), ("raw", "nll"), ("raw", "ece"), ("raw", "sce"), ("ts", "nll"), ("ts", "ece"),
            ("ts", "sce"), ("ats", "nll"), ("ats", "ece"), ("ats", "sce"))
+
+
+def _slug(regime: str) -> str:
+  """A file-name-safe name for a regime spec ("" -> "clean", "symmetric:0.4" -> "symmetric-0.4")."""
+  return regime.replace(":", "-").replace(",", "_") or "clean"
 
 
 def parse_loss_spec(spec: str) -> tuple[str, list[str]]:
@@ -43,7 +49,7 @@ def run_grid(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequenc
         with config.unlocked():
           config.dataset.regimes = regime
         validate(config)  # every cell is checked before the first one trains
-        run_dir = os.path.join(workdir, regime.replace(":", "-").replace(",", "_") or "clean",
+        run_dir = os.path.join(workdir, _slug(regime),
                                spec.replace(":", "_").replace("=", "").replace(";", "_"), f"seed{seed}")
         plans.append((regime, spec, seed, config, run_dir))
   grid: dict = {}
@@ -56,7 +62,7 @@ def run_grid(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequenc
       print(f"[{i + 1}/{len(plans)}] regime={regime or 'clean'} loss={spec} seed={seed}", flush=True)
       result = train_and_evaluate(config, run_dir)
     grid.setdefault(regime or "clean", {}).setdefault(spec, []).append(
-        {"seed": seed, "test": result["test"], "data": result["data"].get("label_noise")})
+        {"seed": seed, "test": result["test"], "data": result["data"].get("label_noise"), "workdir": run_dir})
   return grid
 
 
@@ -109,7 +115,25 @@ def compare(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(table + "\n")
   _plot(grid, workdir)
+  _reliability(grid, workdir, base_config.calibration.num_bins)
   return summary
+
+
+def _reliability(grid: dict, workdir: str, num_bins: int) -> None:
+  """Per regime, every loss's test reliability diagram (first seed, before calibration) overlaid in one PNG."""
+  from gence_jax import plots
+
+  for regime, by_loss in grid.items():
+    curves = {}
+    for spec, runs in by_loss.items():
+      path = os.path.join(runs[0]["workdir"], "predictions.npz")
+      if os.path.exists(path):
+        with np.load(path) as f:
+          curves[spec] = (f["test_probs"], f["test_labels"])
+    if curves:
+      plots.reliability_diagram(curves, num_bins=num_bins, path=os.path.join(workdir, f"reliability_{_slug(regime)}.png"),
+                                title=f"{regime}: test, seed {by_loss[next(iter(by_loss))][0]['seed']}, "
+                                      "before calibration")
 
 
 def _plot(grid: dict, workdir: str) -> None:

@@ -2,7 +2,8 @@
 
 Data -> model -> jitted (or pmapped) train step over the global batch -> periodic evaluation through the loss's own
 probability link -> best-on-validation selection -> post-hoc temperature scaling and ATS fitted on validation and
-reported on test -> ``results.json``, ``metrics.jsonl`` and ``reliability.png`` in the work directory. Checkpoints
+reported on test -> ``results.json``, ``metrics.jsonl``, ``predictions.npz`` (validation and test logits, test
+probabilities through the loss's link) and ``reliability.png`` in the work directory. Checkpoints
 (orbax) every ``train.checkpoint_every_steps`` and at the end; a restarted run resumes from the newest readable one
 and, because batches, augmentation and per-step keys are functions of (seed, step), reproduces the uninterrupted
 run's parameters bit for bit.
@@ -305,9 +306,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(_jsonable(results), f, indent=2, allow_nan=False)
+      test_probs = np.asarray(loss.probs(test[0]))
+      np.savez_compressed(os.path.join(workdir, "predictions.npz"), test_logits=test[0], test_probs=test_probs,
+                          test_labels=test[1], val_logits=val[0], val_labels=val[1])
       from gence_jax import plots
 
-      plots.reliability_diagram({config.loss.name: (np.asarray(loss.probs(test[0])), test[1])},
+      plots.reliability_diagram({config.loss.name: (test_probs, test[1])},
                                 num_bins=config.calibration.num_bins, path=os.path.join(workdir, "reliability.png"),
                                 title=f"{data.name} test, {config.loss.name}")
     writer.write({"event": "end", "step": total_steps, "test": results["test"]})
