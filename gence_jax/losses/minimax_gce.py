@@ -124,20 +124,18 @@ def _solve_sparsemax(x, max_iter):
   most K steps) are solved by the exact sort-based rule instead.
   """
   def body(state):
-    it, support, _ = state
-    t = _sparsemax_root_from_support(x, support)
-    new_support = 1.0 + x + t[..., None] > 0
-    changed = jnp.any(new_support != support, axis=-1)
-    return it + 1, new_support, changed
+    it, t, _ = state
+    t_new = _sparsemax_root_from_support(x, 1.0 + x + t[..., None] > 0)
+    # the same support gives exactly the same t: settled (rows with NaN/Inf logits count as settled at once)
+    return it + 1, t_new, (t_new != t) & jnp.isfinite(t_new)
 
   def cond(state):
     it, _, changed = state
     return (it < max_iter) & jnp.any(changed)
 
-  support0 = x > -1.0  # S(0): every class with positive mass at t = 0
   rows = x.shape[:-1]
-  it, support, changed = jax.lax.while_loop(cond, body, (jnp.asarray(0), support0, jnp.ones(rows, jnp.bool_)))
-  t = _sparsemax_root_from_support(x, support)
+  # t = 0: the support S(0) = {c : x_c > -1} contains the optimal one (T(0) >= 1 since max x = 0).
+  _, t, changed = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros(rows, x.dtype), jnp.ones(rows, jnp.bool_)))
   t = jax.lax.cond(jnp.any(changed), lambda: jnp.where(changed, _solve_sparsemax_sort(x), t), lambda: t)
   return jnp.where(jnp.all(jnp.isfinite(x), axis=-1), t, jnp.nan)
 
