@@ -108,6 +108,7 @@ def _peer():
     return None
   import torch
   from MRCpy.pytorch.mgce.loss import mgce_loss
+
   return torch, mgce_loss
 
 
@@ -127,14 +128,20 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated BxK (default {DEFAULT_SHAPES})")
   parser.add_argument("--repeats", type=int, default=30, help="timed calls per JAX cell (after 3 warm-up calls)")
-  parser.add_argument("--peer-repeats", type=int, default=None, help="max timed calls per MRCpy cell "
-                      "(default: --repeats)")
-  parser.add_argument("--peer-budget", type=float, default=4.0,
-                      help="seconds per MRCpy cell; stops early (at least 3 calls) once spent")
+  parser.add_argument(
+    "--peer-repeats", type=int, default=None, help="max timed calls per MRCpy cell (default: --repeats)"
+  )
+  parser.add_argument(
+    "--peer-budget", type=float, default=4.0, help="seconds per MRCpy cell; stops early (at least 3 calls) once spent"
+  )
   parser.add_argument("--no-peer", action="store_true", help="skip the MRCpy/PyTorch comparison")
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="torch.set_num_threads for MRCpy (default: torch's own default). On a small, shared "
-                      "machine 1 thread avoids OpenMP barrier stalls when another process takes a core")
+  parser.add_argument(
+    "--torch-threads",
+    type=int,
+    default=None,
+    help="torch.set_num_threads for MRCpy (default: torch's own default). On a small, shared "
+    "machine 1 thread avoids OpenMP barrier stalls when another process takes a core",
+  )
   parser.add_argument("--json", default=None, help="write all results to this JSON file")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
@@ -148,21 +155,26 @@ def main(argv=None):
     data[(b, k)] = (2.0 * rng.standard_normal((b, k))).astype(np.float32), rng.integers(0, k, size=b)
 
   env = {
-      "python": platform.python_version(), "jax": jax.__version__, "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(), "optax": optax.__version__,
-      "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-      "loadavg_start": _loadavg(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "cpu_count": os.cpu_count(),
+    "optax": optax.__version__,
+    "machine": platform.machine(),
+    "processor": platform.processor() or platform.machine(),
+    "loadavg_start": _loadavg(),
   }
   if peer is not None:
     import MRCpy  # pylint: disable=import-outside-toplevel
+
     if args.torch_threads:
       peer[0].set_num_threads(args.torch_threads)
     env["torch"] = peer[0].__version__
     env["torch_threads"] = peer[0].get_num_threads()
     env["MRCpy"] = getattr(MRCpy, "__version__", "?")
 
-  results = {"env": env, "repeats": args.repeats, "shapes": [f"{b}x{k}" for b, k in shapes], "jax": [],
-             "peer": []}
+  results = {"env": env, "repeats": args.repeats, "shapes": [f"{b}x{k}" for b, k in shapes], "jax": [], "peer": []}
   ce_ms = {}
   table = {}
   t_start = time.perf_counter()
@@ -171,8 +183,9 @@ def main(argv=None):
     ms, n, min_ms = _jax_timer(optax.softmax_cross_entropy_with_integer_labels, logits, labels, args.repeats)
     ce_ms[(b, k)] = ms
     table[("optax CE", (b, k))] = ms
-    results["jax"].append({"loss": "optax CE", "shape": f"{b}x{k}", "median_ms": ms, "min_ms": min_ms,
-                           "repeats": n, "ratio": 1.0})
+    results["jax"].append(
+      {"loss": "optax CE", "shape": f"{b}x{k}", "median_ms": ms, "min_ms": min_ms, "repeats": n, "ratio": 1.0}
+    )
     for label, loss in variants:
       try:
         ms, n, min_ms = _jax_timer(loss.per_example, logits, labels, args.repeats)
@@ -180,17 +193,28 @@ def main(argv=None):
         print(f"[{label} {b}x{k}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         ms, n, min_ms = float("nan"), 0, float("nan")
       table[(label, (b, k))] = ms
-      results["jax"].append({"loss": label, "shape": f"{b}x{k}", "median_ms": ms, "min_ms": min_ms,
-                             "repeats": n, "ratio": ms / ce_ms[(b, k)]})
+      results["jax"].append(
+        {
+          "loss": label,
+          "shape": f"{b}x{k}",
+          "median_ms": ms,
+          "min_ms": min_ms,
+          "repeats": n,
+          "ratio": ms / ce_ms[(b, k)],
+        }
+      )
     print(f"  timed {b}x{k} ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
   lines = []
-  lines.append(f"### Loss value-and-gradient time (jax {env['jax']}, {env['backend']}, {env['cpu_count']} CPUs, "
-               f"float32)\n")
-  lines.append(f"Median of {args.repeats} calls (after 3 warm-up calls) of "
-               "`jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`; "
-               "`x CE`: ratio to `optax.softmax_cross_entropy_with_integer_labels` under the same wrapper, "
-               "same process, same logits (N(0, 2^2)).\n")
+  lines.append(
+    f"### Loss value-and-gradient time (jax {env['jax']}, {env['backend']}, {env['cpu_count']} CPUs, float32)\n"
+  )
+  lines.append(
+    f"Median of {args.repeats} calls (after 3 warm-up calls) of "
+    "`jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`; "
+    "`x CE`: ratio to `optax.softmax_cross_entropy_with_integer_labels` under the same wrapper, "
+    "same process, same logits (N(0, 2^2)).\n"
+  )
   header = "| loss | " + " | ".join(f"{b}x{k} ms | x CE" for b, k in shapes) + " |"
   lines.append(header)
   lines.append("|" + "---|" * (1 + 2 * len(shapes)))
@@ -205,31 +229,47 @@ def main(argv=None):
     torch, mgce_loss = peer
     peer_repeats = args.peer_repeats or args.repeats
     lines.append("")
-    lines.append(f"### MGCE: gence_jax vs MRCpy {env['MRCpy']} (PyTorch {env['torch']}, CPU, "
-                 f"{env['torch_threads']} thread(s), float32)\n")
-    lines.append("Both compute the mean loss and its gradient wrt the logits "
-                 "(MRCpy: `mgce_loss(K, beta).get_gradient(logits, labels)`). "
-                 f"MRCpy: median over at most {peer_repeats} calls, stopping once {args.peer_budget:g} s are spent "
-                 "(n = calls used); speed-up = MRCpy ms / gence_jax ms.\n")
+    lines.append(
+      f"### MGCE: gence_jax vs MRCpy {env['MRCpy']} (PyTorch {env['torch']}, CPU, "
+      f"{env['torch_threads']} thread(s), float32)\n"
+    )
+    lines.append(
+      "Both compute the mean loss and its gradient wrt the logits "
+      "(MRCpy: `mgce_loss(K, beta).get_gradient(logits, labels)`). "
+      f"MRCpy: median over at most {peer_repeats} calls, stopping once {args.peer_budget:g} s are spent "
+      "(n = calls used); speed-up = MRCpy ms / gence_jax ms.\n"
+    )
     lines.append("| beta | shape | gence_jax ms | MRCpy ms (n) | speed-up |")
     lines.append("|---|---|---|---|---|")
     for beta in MGCE_BETAS:
       for b, k in shapes:
         jax_ms = table[(f"mgce (beta={beta:g})", (b, k))]
         try:
-          t_ms, n, t_min = _torch_timer(torch, mgce_loss, data[(b, k)][0], data[(b, k)][1], beta, peer_repeats,
-                                 args.peer_budget)
+          t_ms, n, t_min = _torch_timer(
+            torch, mgce_loss, data[(b, k)][0], data[(b, k)][1], beta, peer_repeats, args.peer_budget
+          )
         except Exception as exc:  # pylint: disable=broad-except
           print(f"[MRCpy beta={beta:g} {b}x{k}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
           t_ms, n, t_min = float("nan"), 0, float("nan")
-        results["peer"].append({"beta": beta, "shape": f"{b}x{k}", "jax_ms": jax_ms, "mrcpy_ms": t_ms,
-                                "mrcpy_min_ms": t_min, "mrcpy_repeats": n, "speedup": t_ms / jax_ms})
+        results["peer"].append(
+          {
+            "beta": beta,
+            "shape": f"{b}x{k}",
+            "jax_ms": jax_ms,
+            "mrcpy_ms": t_ms,
+            "mrcpy_min_ms": t_min,
+            "mrcpy_repeats": n,
+            "speedup": t_ms / jax_ms,
+          }
+        )
         few = "" if n >= peer_repeats else " *"
         lines.append(f"| {beta:g} | {b}x{k} | {jax_ms:.3f} | {t_ms:.2f} ({n}){few} | {t_ms / jax_ms:.1f}x |")
     if any(r["mrcpy_repeats"] < peer_repeats for r in results["peer"]):
       lines.append("")
-      lines.append(f"\\* fewer than {peer_repeats} MRCpy calls: the {args.peer_budget:g} s budget per cell ran out "
-                   "(MRCpy syncs with the host at every bisection step; beta = 1 loops over classes in Python).")
+      lines.append(
+        f"\\* fewer than {peer_repeats} MRCpy calls: the {args.peer_budget:g} s budget per cell ran out "
+        "(MRCpy syncs with the host at every bisection step; beta = 1 loops over classes in Python)."
+      )
   elif not args.no_peer:
     lines.append("")
     lines.append("(MRCpy/torch not importable: peer comparison skipped.)")
@@ -237,10 +277,12 @@ def main(argv=None):
   results["wall_s"] = time.perf_counter() - t_start
   env["loadavg_end"] = _loadavg()
   print("\n".join(lines))
-  print(f"\n_Total benchmark wall time {results['wall_s']:.0f} s; {env['processor']}, python {env['python']}, "
-        f"optax {env['optax']}; 1-min load average {env['loadavg_start'] and env['loadavg_start'][0]} at start, "
-        f"{env['loadavg_end'] and env['loadavg_end'][0]} at end (timings are only comparable on an idle "
-        "machine)._")
+  print(
+    f"\n_Total benchmark wall time {results['wall_s']:.0f} s; {env['processor']}, python {env['python']}, "
+    f"optax {env['optax']}; 1-min load average {env['loadavg_start'] and env['loadavg_start'][0]} at start, "
+    f"{env['loadavg_end'] and env['loadavg_end'][0]} at end (timings are only comparable on an idle "
+    "machine)._"
+  )
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=2)

@@ -42,8 +42,9 @@ class ResNet18(nn.Module):
 
   def __init__(self, num_classes: int = 10, width: int = 64, in_channels: int = 3):
     super().__init__()
-    self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                              nn.ReLU(inplace=True))
+    self.stem = nn.Sequential(
+      nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+    )
     blocks = []
     channels = width
     for stage in range(4):

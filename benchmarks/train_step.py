@@ -88,9 +88,11 @@ def _loadavg():
 
 def _make_batch(batch_size, num_classes, seed=0):
   rng = np.random.default_rng(seed)
-  return {"x": jnp.asarray(rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32)),
-          "label": jnp.asarray(rng.integers(0, num_classes, batch_size, dtype=np.int32)),
-          "mask": jnp.ones((batch_size,), jnp.bool_)}
+  return {
+    "x": jnp.asarray(rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32)),
+    "label": jnp.asarray(rng.integers(0, num_classes, batch_size, dtype=np.int32)),
+    "mask": jnp.ones((batch_size,), jnp.bool_),
+  }
 
 
 def time_jax_steps(num_classes, args, dtype):
@@ -113,8 +115,9 @@ def time_jax_steps(num_classes, args, dtype):
     run["compile_s"] = time.perf_counter() - t0
     if bool(metrics["nonfinite"]):
       raise FloatingPointError(f"{run['label']}: the first step was non-finite")
-    print(f"  [K={num_classes}] {run['label']}: first call (compile) {run['compile_s']:.1f} s",
-          file=sys.stderr, flush=True)
+    print(
+      f"  [K={num_classes}] {run['label']}: first call (compile) {run['compile_s']:.1f} s", file=sys.stderr, flush=True
+    )
     runs.append(run)
 
   def one_step(run):
@@ -131,10 +134,15 @@ def time_jax_steps(num_classes, args, dtype):
       t0 = time.perf_counter()
       one_step(run)
       times[run["label"]].append(time.perf_counter() - t0)
-  print(f"  [K={num_classes}] timed {args.repeats} rounds in {time.perf_counter() - t_start:.1f} s",
-        file=sys.stderr, flush=True)
-  return {run["label"]: {"step": _stats(times[run["label"]]), "times_s": times[run["label"]],
-                         "compile_s": run["compile_s"]} for run in runs}
+  print(
+    f"  [K={num_classes}] timed {args.repeats} rounds in {time.perf_counter() - t_start:.1f} s",
+    file=sys.stderr,
+    flush=True,
+  )
+  return {
+    run["label"]: {"step": _stats(times[run["label"]]), "times_s": times[run["label"]], "compile_s": run["compile_s"]}
+    for run in runs
+  }
 
 
 def time_jax_losses(num_classes, args):
@@ -207,11 +215,19 @@ def time_torch_step(num_classes, args):
   first_s = time.perf_counter() - t0
   stats = _stats(_time_calls(call, args.repeats, warmup=args.warmup))
   name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-  desc = (f"{source}, {'torch.compile' if args.torch_compile else 'eager'}, "
-          f"{'channels_last' if args.torch_channels_last else 'NCHW'}"
-          f"{', autocast bf16' if use_bf16 else ', float32'}")
-  return {"step": stats, "first_call_s": first_s, "device": name, "what": desc, "torch": torch.__version__,
-          "num_params": sum(p.numel() for p in model.parameters())}
+  desc = (
+    f"{source}, {'torch.compile' if args.torch_compile else 'eager'}, "
+    f"{'channels_last' if args.torch_channels_last else 'NCHW'}"
+    f"{', autocast bf16' if use_bf16 else ', float32'}"
+  )
+  return {
+    "step": stats,
+    "first_call_s": first_s,
+    "device": name,
+    "what": desc,
+    "torch": torch.__version__,
+    "num_params": sum(p.numel() for p in model.parameters()),
+  }
 
 
 # ------------------------------------------------------------------------------------------------------------ report
@@ -224,9 +240,11 @@ def _paired_overhead_pct(times, ce_times, ce_median_ms):
 
 def _table(results, args):
   b = args.batch_size
-  lines = ["| classes | step | median ms | IQR ms | images/s | ratio to CE | overhead vs CE | paired overhead "
-           "| loss alone ms | loss % of step | loss extra % of CE step |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "| classes | step | median ms | IQR ms | images/s | ratio to CE | overhead vs CE | paired overhead "
+    "| loss alone ms | loss % of step | loss extra % of CE step |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for k, res in results["by_classes"].items():
     ce = res["jax"]["cross_entropy"]
     ce_ms = ce["step"]["median_ms"]
@@ -240,23 +258,28 @@ def _table(results, args):
       else:
         over = f"{100 * (ratio - 1):+.2f}%"
         paired = f"{r['paired_overhead_pct']:+.2f}%"
-      lines.append(f"| {k} | JAX {label} | {s['median_ms']:.2f} | {s['iqr_ms']:.2f} | {1e3 * b / s['median_ms']:,.0f} "
-                   f"| {ratio:.3f} | {over} | {paired} | {loss_ms:.3f} | {100 * loss_ms / s['median_ms']:.2f}% "
-                   f"| {100 * (loss_ms - ce_loss_ms) / ce_ms:+.2f}% |")
+      lines.append(
+        f"| {k} | JAX {label} | {s['median_ms']:.2f} | {s['iqr_ms']:.2f} | {1e3 * b / s['median_ms']:,.0f} "
+        f"| {ratio:.3f} | {over} | {paired} | {loss_ms:.3f} | {100 * loss_ms / s['median_ms']:.2f}% "
+        f"| {100 * (loss_ms - ce_loss_ms) / ce_ms:+.2f}% |"
+      )
     if "torch" in res:
       t = res["torch"]
       if "error" in t:
         lines.append(f"| {k} | PyTorch CE | failed: {t['error']} | | | | | | | | |")
       else:
         s = t["step"]
-        lines.append(f"| {k} | PyTorch CE | {s['median_ms']:.2f} | {s['iqr_ms']:.2f} "
-                     f"| {1e3 * b / s['median_ms']:,.0f} | {s['median_ms'] / ce_ms:.3f} | | | | | |")
+        lines.append(
+          f"| {k} | PyTorch CE | {s['median_ms']:.2f} | {s['iqr_ms']:.2f} "
+          f"| {1e3 * b / s['median_ms']:,.0f} | {s['median_ms'] / ce_ms:.3f} | | | | | |"
+        )
   return lines
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n", 1)[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--width", type=int, default=64, help="ResNet width (64: the standard ResNet-18; 16 for CPU)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
@@ -277,9 +300,15 @@ def main(argv=None):
   dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
   command = "python benchmarks/train_step.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
   dev = jax.devices()[0]
-  env = {"device_kind": dev.device_kind, "platform": dev.platform, "jax": jax.__version__, "python":
-         platform.python_version(), "processor": platform.processor() or platform.machine(), "cpu_count":
-         os.cpu_count(), "loadavg_start": _loadavg()}
+  env = {
+    "device_kind": dev.device_kind,
+    "platform": dev.platform,
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+    "processor": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "loadavg_start": _loadavg(),
+  }
   results = {"command": command, "args": vars(args), "env": env, "by_classes": {}}
   t_all = time.perf_counter()
   for k in args.num_classes:
@@ -299,35 +328,52 @@ def main(argv=None):
   env["loadavg_end"] = _loadavg()
   results["wall_s"] = time.perf_counter() - t_all
 
-  title = (f"ResNet-18 (CIFAR stem, width {args.width}) training step, batch {args.batch_size}x32x32x3, "
-           f"{args.dtype}, SGD momentum 0.9")
-  out = [f"### {title}", "",
-         f"Device: **{env['device_kind']}** ({env['platform']}, {env['cpu_count']} host CPUs), jax {env['jax']}, "
-         f"python {env['python']}", "",
-         f"Command: `{command}`", "",
-         f"Median of {args.repeats} steps per loss after {args.warmup} warm-up steps (round-robin over the losses), "
-         "state donated; IQR = q75 - q25. Overhead = median / median CE - 1; paired = median over rounds of "
-         "(step - CE step) / median CE. Loss alone: jitted value_and_grad of the batch-mean loss on float32 logits "
-         f"[{args.batch_size}, K]; loss extra = (loss alone - CE alone) / CE step.", ""]
+  title = (
+    f"ResNet-18 (CIFAR stem, width {args.width}) training step, batch {args.batch_size}x32x32x3, "
+    f"{args.dtype}, SGD momentum 0.9"
+  )
+  out = [
+    f"### {title}",
+    "",
+    f"Device: **{env['device_kind']}** ({env['platform']}, {env['cpu_count']} host CPUs), jax {env['jax']}, "
+    f"python {env['python']}",
+    "",
+    f"Command: `{command}`",
+    "",
+    f"Median of {args.repeats} steps per loss after {args.warmup} warm-up steps (round-robin over the losses), "
+    "state donated; IQR = q75 - q25. Overhead = median / median CE - 1; paired = median over rounds of "
+    "(step - CE step) / median CE. Loss alone: jitted value_and_grad of the batch-mean loss on float32 logits "
+    f"[{args.batch_size}, K]; loss extra = (loss alone - CE alone) / CE step.",
+    "",
+  ]
   out += _table(results, args)
   torch_rows = [(k, r["torch"]) for k, r in results["by_classes"].items() if "torch" in r and "error" not in r]
   if torch_rows:
     t = torch_rows[0][1]
-    out += ["", f"PyTorch {t['torch']} on {t['device']}: {t['what']}, {t['num_params']:,} parameters "
-            f"(K={torch_rows[0][0]}); ratio column = PyTorch step / JAX CE step."]
+    out += [
+      "",
+      f"PyTorch {t['torch']} on {t['device']}: {t['what']}, {t['num_params']:,} parameters "
+      f"(K={torch_rows[0][0]}); ratio column = PyTorch step / JAX CE step.",
+    ]
   verdicts = []
   for k, res in results["by_classes"].items():
     ce_ms = res["jax"]["cross_entropy"]["step"]["median_ms"]
     for label, r in res["jax"].items():
       if label != "cross_entropy":
         pct = 100 * (r["step"]["median_ms"] / ce_ms - 1)
-        verdicts.append(f"{label} (K={k}) {pct:+.2f}% {'<' if pct < TARGET_OVERHEAD_PCT else '>='} "
-                        f"{TARGET_OVERHEAD_PCT:g}%")
+        verdicts.append(
+          f"{label} (K={k}) {pct:+.2f}% {'<' if pct < TARGET_OVERHEAD_PCT else '>='} {TARGET_OVERHEAD_PCT:g}%"
+        )
   out += ["", "Overhead target under 3% of the CE step: " + "; ".join(verdicts) + "."]
-  out += ["", f"_Benchmark wall time {results['wall_s']:.0f} s; load average {env['loadavg_start']} -> "
-          f"{env['loadavg_end']}; compile (first call) "
-          + ", ".join(f"{label} {r['compile_s']:.1f} s" for label, r in
-                      next(iter(results['by_classes'].values()))['jax'].items()) + "._"]
+  out += [
+    "",
+    f"_Benchmark wall time {results['wall_s']:.0f} s; load average {env['loadavg_start']} -> "
+    f"{env['loadavg_end']}; compile (first call) "
+    + ", ".join(
+      f"{label} {r['compile_s']:.1f} s" for label, r in next(iter(results["by_classes"].values()))["jax"].items()
+    )
+    + "._",
+  ]
   print("\n".join(out))
   if args.json:
     with open(args.json, "w") as f:

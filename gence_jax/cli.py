@@ -15,8 +15,10 @@ def _train(args):
   test = results["test"]
   for stage in ("raw", "ts", "ats"):
     m = test[stage]
-    print(f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
-          f"sce {100 * m['sce']:.2f}%")
+    print(
+      f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
+      f"sce {100 * m['sce']:.2f}%"
+    )
   print(f"results: {args.workdir}/results.json")
 
 
@@ -38,18 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
   tr = sub.add_parser("train", help="train one configuration (any loss, model, data source, regime, seed)")
   tr.add_argument("--config", default=None, help="Python config file with get_config() (default: built-in)")
   tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, results.json, plots")
-  tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0")
+  tr.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0",
+  )
   tr.set_defaults(func=_train)
 
   cmp = sub.add_parser("compare", help="grid of losses x regimes x seeds; mean +/- std table (Markdown + JSON)")
   cmp.add_argument("--config", default=None, help="base config file (default: built-in digits MLP)")
   cmp.add_argument("--workdir", default="runs/compare")
-  cmp.add_argument("--losses", nargs="+", default=DEFAULT_COMPARE_LOSSES,
-                   help="loss specs name[:hparam=value;...], e.g. mgce:beta=2.0 lq:q=0.7")
+  cmp.add_argument(
+    "--losses",
+    nargs="+",
+    default=DEFAULT_COMPARE_LOSSES,
+    help="loss specs name[:hparam=value;...], e.g. mgce:beta=2.0 lq:q=0.7",
+  )
   cmp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  cmp.add_argument("--regimes", nargs="+", default=["clean", "symmetric:0.4"],
-                   help="'clean' or a regime spec such as symmetric:0.4, longtail:exp:10, small:20")
+  cmp.add_argument(
+    "--regimes",
+    nargs="+",
+    default=["clean", "symmetric:0.4"],
+    help="'clean' or a regime spec such as symmetric:0.4, longtail:exp:10, small:20",
+  )
   cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
   cmp.set_defaults(func=_compare)
   return parser

@@ -27,12 +27,19 @@ def _to_stats(name, value, num_bins):
   if isinstance(value, (tuple, list)) and len(value) == 2:
     probs, labels = value
     return _metrics.calibration_stats(probs, labels, num_bins=num_bins, classwise=False)
-  raise TypeError(f"curves[{name!r}] must be a (probs, labels) pair, CalibrationStats or EvalStats; "
-                  f"got {type(value).__name__}")
+  raise TypeError(
+    f"curves[{name!r}] must be a (probs, labels) pair, CalibrationStats or EvalStats; got {type(value).__name__}"
+  )
 
 
-def reliability_diagram(curves: Mapping[str, CurveInput], *, num_bins: int = 15, path: Optional[str] = None,
-                        title: Optional[str] = None, dpi: int = 150) -> Figure:
+def reliability_diagram(
+  curves: Mapping[str, CurveInput],
+  *,
+  num_bins: int = 15,
+  path: Optional[str] = None,
+  title: Optional[str] = None,
+  dpi: int = 150,
+) -> Figure:
   """Reliability diagram with a confidence histogram underneath, several models overlaid.
 
   Top panel: for each model (one colour), the accuracy acc_b of every non-empty top-label confidence bin plotted at

@@ -54,19 +54,34 @@ def main(argv):
 
   config = train.load_config(None)
   if num_processes > 1:
-    overrides += [f"distributed.coordinator_address=127.0.0.1:{port}", f"distributed.num_processes={num_processes}",
-                  f"distributed.process_id={process_id}"]
+    overrides += [
+      f"distributed.coordinator_address=127.0.0.1:{port}",
+      f"distributed.num_processes={num_processes}",
+      f"distributed.process_id={process_id}",
+    ]
   config = train.apply_overrides(config, overrides)
   results = train.train_and_evaluate(config, workdir)
   assert jax.process_count() == num_processes, (jax.process_count(), num_processes)
   assert jax.process_index() == process_id
 
   # the rows this process fed in step 0, from the same iterator call the loop makes
-  data = load_dataset(config.dataset.name, seed=config.seed, val_fraction=config.dataset.val_fraction,
-                      regimes=config.dataset.regimes or (), as_images=config.dataset.as_images)
-  first = next(data.train_batches(config.train.batch_size, seed=config.seed, num_epochs=1,
-                                  augment=config.dataset.augment, process_index=jax.process_index(),
-                                  process_count=jax.process_count()))
+  data = load_dataset(
+    config.dataset.name,
+    seed=config.seed,
+    val_fraction=config.dataset.val_fraction,
+    regimes=config.dataset.regimes or (),
+    as_images=config.dataset.as_images,
+  )
+  first = next(
+    data.train_batches(
+      config.train.batch_size,
+      seed=config.seed,
+      num_epochs=1,
+      augment=config.dataset.augment,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+  )
   np.savez(os.path.join(out_dir, f"batch_{process_id}.npz"), **first)
 
   ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -74,9 +89,17 @@ def main(argv):
   state = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), "default"))
   np.savez(os.path.join(out_dir, f"state_{process_id}.npz"), **_flatten(state))
   with open(os.path.join(out_dir, f"info_{process_id}.json"), "w") as f:
-    json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
-               "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-               "final_step": step, "test_raw": results["test"]["raw"]}, f)
+    json.dump(
+      {
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "final_step": step,
+        "test_raw": results["test"]["raw"],
+      },
+      f,
+    )
   if num_processes > 1:
     jax.distributed.shutdown()
 

@@ -14,8 +14,14 @@ import pytest
 from jax.test_util import check_grads
 
 from gence_jax.losses import baselines
-from gence_jax.losses.adafocal import (AdaFocalState, _bin_of_label_prob, adafocal, adafocal_init, adafocal_update,
-                                       adafocal_validation_stats)
+from gence_jax.losses.adafocal import (
+  AdaFocalState,
+  _bin_of_label_prob,
+  adafocal,
+  adafocal_init,
+  adafocal_update,
+  adafocal_validation_stats,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # NumPy float64 references.
@@ -133,9 +139,10 @@ def test_all_gammas_zero_is_cross_entropy():
     out = adafocal(jnp.asarray(z), jnp.asarray(y), gammas=np.zeros(15), bin_edges=np.linspace(0, 1, 16))
     ce_ref = -np_log_softmax(z)[np.arange(64), y]
     np.testing.assert_allclose(np.asarray(out), ce_ref, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(baselines.cross_entropy(jnp.asarray(z), jnp.asarray(y))),
-                               rtol=1e-13, atol=1e-14)
-    g = jax.grad(lambda zz: adafocal(zz, jnp.asarray(y), gammas=np.zeros(3), bin_edges=[0, .5, .9, 1]).sum())
+    np.testing.assert_allclose(
+      np.asarray(out), np.asarray(baselines.cross_entropy(jnp.asarray(z), jnp.asarray(y))), rtol=1e-13, atol=1e-14
+    )
+    g = jax.grad(lambda zz: adafocal(zz, jnp.asarray(y), gammas=np.zeros(3), bin_edges=[0, 0.5, 0.9, 1]).sum())
     g_ce = np.exp(np_log_softmax(z)) - np.eye(5)[y]
     np.testing.assert_allclose(np.asarray(g(jnp.asarray(z))), g_ce, rtol=1e-12, atol=1e-13)
 
@@ -144,8 +151,9 @@ def test_constant_gamma_is_focal_loss():
   rng = np.random.default_rng(3)
   z, y = _random_case(rng, 64, 5)
   out = adafocal(z.astype(np.float32), y, gammas=np.full(4, 2.5), bin_edges=np.linspace(0, 1, 5))
-  np.testing.assert_allclose(np.asarray(out), np.asarray(baselines.focal(z.astype(np.float32), y, gamma=2.5)),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(out), np.asarray(baselines.focal(z.astype(np.float32), y, gamma=2.5)), rtol=1e-6, atol=1e-7
+  )
 
 
 def test_training_bin_lookup_boundaries():
@@ -154,8 +162,9 @@ def test_training_bin_lookup_boundaries():
   np.testing.assert_array_equal(np.asarray(_bin_of_label_prob(p, edges)), [0, 0, 0, 1, 2, 2, 3, 3, 3])
   # Edges from equal-mass validation bins need not cover [0, 1]: the outer bins are open-ended.
   edges = jnp.asarray([0.4, 0.6, 0.9])
-  np.testing.assert_array_equal(np.asarray(_bin_of_label_prob(jnp.asarray([0.01, 0.59, 0.6, 0.99]), edges)),
-                                [0, 0, 1, 1])
+  np.testing.assert_array_equal(
+    np.asarray(_bin_of_label_prob(jnp.asarray([0.01, 0.59, 0.6, 0.99]), edges)), [0, 0, 1, 1]
+  )
 
 
 def test_gradient_matches_finite_differences():
@@ -176,7 +185,8 @@ def test_no_gradient_through_gammas_or_edges():
   z = jnp.asarray([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
   y = jnp.asarray([0, 1])
   dg, de = jax.grad(lambda g, e: adafocal(z, y, gammas=g, bin_edges=e).sum(), argnums=(0, 1))(
-      jnp.asarray([1.0, -0.5]), jnp.asarray([0.0, 0.6, 1.0]))
+    jnp.asarray([1.0, -0.5]), jnp.asarray([0.0, 0.6, 1.0])
+  )
   assert np.all(np.asarray(dg) == 0) and np.all(np.asarray(de) == 0)
 
 
@@ -229,8 +239,9 @@ VAL1_LABELS = np.array([0, 0, 0, 2])
 # 0, 1.5, 3 -> [0.30, 0.36, 0.42]. Bin 0: confidence 0.32, accuracy 0 -> gap +0.32; bin 1: confidence 0.40,
 # accuracy 1 -> gap -0.60. Bin 0: e^0.15 * e^(3 * 0.32) = e^1.11 = 3.0344...; bin 1: e^-0.15 * e^(3 * -0.6)
 # = e^-1.95 = 0.1423 < S_th = 0.2 -> switches to the inverse-focal loss: -0.2.
-VAL2_PROBS = np.array([[0.30, 0.25, 0.25, 0.20], [0.22, 0.22, 0.34, 0.22], [0.38, 0.22, 0.20, 0.20],
-                       [0.20, 0.42, 0.19, 0.19]])
+VAL2_PROBS = np.array(
+  [[0.30, 0.25, 0.25, 0.20], [0.22, 0.22, 0.34, 0.22], [0.38, 0.22, 0.20, 0.20], [0.20, 0.42, 0.19, 0.19]]
+)
 VAL2_LABELS = np.array([1, 0, 0, 1])
 # Epoch 3 (lambda = 1) on the epoch-1 set again: gaps [+0.15, -0.15]. Bin 0: e^1.11 * e^0.15 = e^1.26;
 # bin 1 (gamma -0.2 <= 0): -0.2 * e^(-1 * -0.15) = -0.2 e^0.15 = -0.23237 (more inverse-focal: still
@@ -246,21 +257,24 @@ def test_hand_computed_epochs(x64):
     np.testing.assert_allclose(np.asarray(state.gammas), [1.0, 1.0])
     np.testing.assert_allclose(np.asarray(state.bin_edges), [0.0, 0.5, 1.0])
 
-    state = adafocal_update(state, jnp.asarray(VAL1_PROBS, dt), VAL1_LABELS, lam=1.0, gamma_max=20.0,
-                            switch_threshold=0.2)
+    state = adafocal_update(
+      state, jnp.asarray(VAL1_PROBS, dt), VAL1_LABELS, lam=1.0, gamma_max=20.0, switch_threshold=0.2
+    )
     np.testing.assert_allclose(np.asarray(state.bin_edges), [0.6, 0.75, 0.9], **tol)
     np.testing.assert_allclose(np.asarray(state.calibration_gaps), [0.15, -0.15], **tol)
     np.testing.assert_array_equal(np.asarray(state.bin_counts), [2, 2])
     np.testing.assert_allclose(np.asarray(state.gammas), [np.exp(0.15), np.exp(-0.15)], **tol)
 
-    state = adafocal_update(state, jnp.asarray(VAL2_PROBS, dt), VAL2_LABELS, lam=3.0, gamma_max=20.0,
-                            switch_threshold=0.2)
+    state = adafocal_update(
+      state, jnp.asarray(VAL2_PROBS, dt), VAL2_LABELS, lam=3.0, gamma_max=20.0, switch_threshold=0.2
+    )
     np.testing.assert_allclose(np.asarray(state.bin_edges), [0.30, 0.36, 0.42], **tol)
     np.testing.assert_allclose(np.asarray(state.calibration_gaps), [0.32, -0.60], **tol)
     np.testing.assert_allclose(np.asarray(state.gammas), [np.exp(1.11), -0.2], **tol)
 
-    state = adafocal_update(state, jnp.asarray(VAL1_PROBS, dt), VAL1_LABELS, lam=1.0, gamma_max=20.0,
-                            switch_threshold=0.2)
+    state = adafocal_update(
+      state, jnp.asarray(VAL1_PROBS, dt), VAL1_LABELS, lam=1.0, gamma_max=20.0, switch_threshold=0.2
+    )
     np.testing.assert_allclose(np.asarray(state.gammas), [np.exp(1.26), -0.2 * np.exp(0.15)], **tol)
 
 
@@ -270,10 +284,12 @@ def test_hand_computed_switch_back_and_clipping():
   probs = np.array([[0.3, 0.25, 0.25, 0.2], [0.4, 0.2, 0.2, 0.2], [0.9, 0.05, 0.05, 0.0], [0.2, 0.6, 0.1, 0.1]])
   labels = np.array([1, 1, 0, 1])
   with jax.enable_x64(True):
+
     def run(g0, g1, lam=1.0):
       s = AdaFocalState(jnp.asarray([g0, g1]), jnp.asarray([0.0, 0.5, 1.0]), jnp.zeros(2), jnp.zeros(2, jnp.int32))
-      out = adafocal_update(s, probs, labels, lam=lam, gamma_max=20.0, switch_threshold=0.2, gamma_min=-2.0,
-                            binning="equal_width")
+      out = adafocal_update(
+        s, probs, labels, lam=lam, gamma_max=20.0, switch_threshold=0.2, gamma_min=-2.0, binning="equal_width"
+      )
       np.testing.assert_allclose(np.asarray(out.calibration_gaps), [0.35, -0.25], rtol=1e-12, atol=1e-14)
       return np.asarray(out.gammas)
 
@@ -301,8 +317,9 @@ def test_update_matches_numpy_reference_random():
       hp = dict(lam=float(rng.uniform(0.5, 3)), gamma_max=5.0, switch_threshold=0.3, gamma_min=-1.5)
       state = AdaFocalState(jnp.asarray(gammas), jnp.linspace(0, 1, nb + 1), jnp.zeros(nb), jnp.zeros(nb, jnp.int32))
       out = adafocal_update(state, probs, y, binning=binning, **hp)
-      g, e, gaps, counts = ref_update(gammas, probs, y, lam=hp["lam"], gamma_max=5.0, s_th=0.3, gamma_min=-1.5,
-                                      num_bins=nb, binning=binning)
+      g, e, gaps, counts = ref_update(
+        gammas, probs, y, lam=hp["lam"], gamma_max=5.0, s_th=0.3, gamma_min=-1.5, num_bins=nb, binning=binning
+      )
       np.testing.assert_allclose(np.asarray(out.bin_edges), e, rtol=1e-12, atol=1e-14)
       np.testing.assert_allclose(np.asarray(out.calibration_gaps), gaps, rtol=1e-10, atol=1e-12)
       np.testing.assert_array_equal(np.asarray(out.bin_counts), counts)
@@ -332,7 +349,8 @@ def test_update_jit_mask_and_sharded_axis():
 
   # A validation set split over a named axis gives the statistics of the whole set.
   sharded = jax.vmap(lambda p, l: adafocal_update(state, p, l, axis_name="i", **hp), axis_name="i")(
-      probs.reshape(4, 6, 5), y.reshape(4, 6))
+    probs.reshape(4, 6, 5), y.reshape(4, 6)
+  )
   for a, b in zip(sharded, eager):
     np.testing.assert_allclose(np.asarray(a), np.broadcast_to(np.asarray(b), np.asarray(a).shape), rtol=1e-6)
 
@@ -341,8 +359,9 @@ def test_empty_bins_and_no_valid_sample():
   # Equal-width, 3 bins, all confidences in the top bin: the two lower bins have gap 0 and keep their gamma.
   probs = np.array([[0.9, 0.1], [0.8, 0.2]])
   state = adafocal_init(3, 1.5)
-  out = adafocal_update(state, probs, np.array([1, 0]), lam=1.0, gamma_max=20.0, switch_threshold=0.2,
-                        binning="equal_width")
+  out = adafocal_update(
+    state, probs, np.array([1, 0]), lam=1.0, gamma_max=20.0, switch_threshold=0.2, binning="equal_width"
+  )
   np.testing.assert_array_equal(np.asarray(out.bin_counts), [0, 0, 2])
   np.testing.assert_allclose(np.asarray(out.gammas), [1.5, 1.5, 1.5 * np.exp(0.85 - 0.5)], rtol=1e-6)
   # No valid sample at all: gaps 0, equal-width edges, gammas unchanged.
@@ -410,6 +429,7 @@ def test_end_to_end_training_loop_runs():
   def step(w, state):
     def loss(w):
       return jnp.mean(adafocal(xt @ w, yt, gammas=state.gammas, bin_edges=state.bin_edges))
+
     val, g = jax.value_and_grad(loss)(w)
     return w - 0.5 * g, val
 

@@ -137,25 +137,25 @@ def ref_mgce_probs(z, beta=2.0):
 
 # (library function, reference, hparams) for every baseline configuration under test.
 CASES = {
-    "ce": (L.cross_entropy, ref_cross_entropy, {}),
-    "ce_ls0.1": (L.cross_entropy, ref_cross_entropy, {"label_smoothing": 0.1}),
-    "ce_ls0.5": (L.cross_entropy, ref_cross_entropy, {"label_smoothing": 0.5}),
-    "lq_default": (L.generalized_ce, ref_generalized_ce, {}),
-    "lq_q1": (L.generalized_ce, ref_generalized_ce, {"q": 1.0}),
-    "lq_q0.3": (L.generalized_ce, ref_generalized_ce, {"q": 0.3}),
-    "lq_q1e-3": (L.generalized_ce, ref_generalized_ce, {"q": 1e-3}),
-    "lq_alias": (L.lq, ref_generalized_ce, {"q": 0.5}),
-    "mae": (L.mae, ref_mae, {}),
-    "focal_g0": (L.focal, ref_focal, {"gamma": 0.0}),
-    "focal_g1": (L.focal, ref_focal, {"gamma": 1.0}),
-    "focal_g2": (L.focal, ref_focal, {"gamma": 2.0}),
-    "focal_g5": (L.focal, ref_focal, {"gamma": 5.0}),
-    "flsd53": (L.flsd53, ref_flsd53, {}),
-    "dual_focal": (L.dual_focal, ref_dual_focal, {}),
-    "dual_focal_g1": (L.dual_focal, ref_dual_focal, {"gamma": 1.0}),
-    "brier": (L.brier, ref_brier, {}),
-    "nce_rce": (L.nce_rce, ref_nce_rce, {}),
-    "nce_rce_hp": (L.nce_rce, ref_nce_rce, {"alpha": 10.0, "beta": 0.1, "log_zero": -2.0}),
+  "ce": (L.cross_entropy, ref_cross_entropy, {}),
+  "ce_ls0.1": (L.cross_entropy, ref_cross_entropy, {"label_smoothing": 0.1}),
+  "ce_ls0.5": (L.cross_entropy, ref_cross_entropy, {"label_smoothing": 0.5}),
+  "lq_default": (L.generalized_ce, ref_generalized_ce, {}),
+  "lq_q1": (L.generalized_ce, ref_generalized_ce, {"q": 1.0}),
+  "lq_q0.3": (L.generalized_ce, ref_generalized_ce, {"q": 0.3}),
+  "lq_q1e-3": (L.generalized_ce, ref_generalized_ce, {"q": 1e-3}),
+  "lq_alias": (L.lq, ref_generalized_ce, {"q": 0.5}),
+  "mae": (L.mae, ref_mae, {}),
+  "focal_g0": (L.focal, ref_focal, {"gamma": 0.0}),
+  "focal_g1": (L.focal, ref_focal, {"gamma": 1.0}),
+  "focal_g2": (L.focal, ref_focal, {"gamma": 2.0}),
+  "focal_g5": (L.focal, ref_focal, {"gamma": 5.0}),
+  "flsd53": (L.flsd53, ref_flsd53, {}),
+  "dual_focal": (L.dual_focal, ref_dual_focal, {}),
+  "dual_focal_g1": (L.dual_focal, ref_dual_focal, {"gamma": 1.0}),
+  "brier": (L.brier, ref_brier, {}),
+  "nce_rce": (L.nce_rce, ref_nce_rce, {}),
+  "nce_rce_hp": (L.nce_rce, ref_nce_rce, {"alpha": 10.0, "beta": 0.1, "log_zero": -2.0}),
 }
 CASE_IDS = sorted(CASES)
 # One configuration per function (plus label smoothing, which takes a different code path): for the contract tests
@@ -188,8 +188,9 @@ def test_matches_reference_float32(case, shape):
     assert out.shape == y.shape and out.dtype == jnp.float32
     # Reference on the float32-rounded logits: what remains is float32 arithmetic error in the library.
     # Large-logit CE-type values are O(100) so a relative tolerance dominates there.
-    np.testing.assert_allclose(np.asarray(out), ref(z32.astype(np.float64), y, **hp), rtol=2e-5, atol=2e-6,
-                               err_msg=f"{case} scale={scale}")
+    np.testing.assert_allclose(
+      np.asarray(out), ref(z32.astype(np.float64), y, **hp), rtol=2e-5, atol=2e-6, err_msg=f"{case} scale={scale}"
+    )
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -200,8 +201,9 @@ def test_matches_reference_float64(case):
       z, y = _data(shape, scale, seed)
       out = fn(jnp.asarray(z), jnp.asarray(y), **hp)
       assert out.dtype == jnp.float64
-      np.testing.assert_allclose(np.asarray(out), ref(z, y, **hp), rtol=1e-10, atol=1e-13,
-                                 err_msg=f"{case} scale={scale}")
+      np.testing.assert_allclose(
+        np.asarray(out), ref(z, y, **hp), rtol=1e-10, atol=1e-13, err_msg=f"{case} scale={scale}"
+      )
 
 
 def test_reference_sanity():
@@ -216,8 +218,9 @@ def test_reference_sanity():
   np.testing.assert_allclose(ref_dual_focal(z, y, 2.0), [-(0.5**2) * np.log(0.75)])
   np.testing.assert_allclose(ref_generalized_ce(z, y, 0.5), [(1 - np.sqrt(0.75)) / 0.5])
   np.testing.assert_allclose(ref_nce_rce(z, y), [np.log(0.75) / (np.log(0.75) + np.log(0.25)) + 4 * 0.25])
-  np.testing.assert_allclose(ref_flsd53(np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), y),
-                             [-(5 / 6) ** 5 * np.log(1 / 6)])
+  np.testing.assert_allclose(
+    ref_flsd53(np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), y), [-((5 / 6) ** 5) * np.log(1 / 6)]
+  )
   # MGCE: beta = 1 on two classes with z = (1, 0): support {0, 1}: h = (1, 0) at the boundary, nu = -1.
   np.testing.assert_allclose(_np_mgce_nu_row(np.array([1.0, 0.0]), 1.0), -1.0, atol=1e-12)
 
@@ -238,8 +241,9 @@ def test_hand_computed_library_values():
 
 def test_focal_gamma0_is_ce():
   z, y = _data((32, 7), 3.0, 10)
-  np.testing.assert_allclose(L.focal(jnp.asarray(z, jnp.float32), y, gamma=0.0), ref_cross_entropy(z, y),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    L.focal(jnp.asarray(z, jnp.float32), y, gamma=0.0), ref_cross_entropy(z, y), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_lq_small_q_tends_to_ce():
@@ -260,11 +264,13 @@ def test_lq_small_q_tends_to_ce():
 
 def test_lq_q1_is_one_minus_py():
   z, y = _data((32, 7), 3.0, 12)
-  np.testing.assert_allclose(L.generalized_ce(jnp.asarray(z, jnp.float32), y, q=1.0),
-                             1.0 - np.exp(_label_terms(z, y)[3]), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    L.generalized_ce(jnp.asarray(z, jnp.float32), y, q=1.0), 1.0 - np.exp(_label_terms(z, y)[3]), rtol=1e-5, atol=1e-6
+  )
   # ... and MAE is twice that.
-  np.testing.assert_allclose(L.mae(jnp.asarray(z, jnp.float32), y), 2.0 * (1.0 - np.exp(_label_terms(z, y)[3])),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    L.mae(jnp.asarray(z, jnp.float32), y), 2.0 * (1.0 - np.exp(_label_terms(z, y)[3])), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("x64", [False, True])
@@ -275,7 +281,6 @@ def test_flsd53_switch_side(x64):
     z = jnp.zeros((1, 5), dtype)
     y = jnp.array([2])
     three = -(0.8**3) * np.log(0.2)
-    five = -(0.8**5) * np.log(0.2)
     np.testing.assert_allclose(L.flsd53(z, y), [three], rtol=1e-6)
     # Just below / just above 0.2: 5 then 3. p_y = e^d / (e^d + 4) for a label logit shifted by d.
     for d, gamma in [(-1e-3, 5.0), (1e-3, 3.0)]:
@@ -296,16 +301,20 @@ def test_flsd53_equals_focal_on_each_side():
 
 def test_dual_focal_gamma0_is_ce():
   z, y = _data((16, 5), 3.0, 14)
-  np.testing.assert_allclose(L.dual_focal(jnp.asarray(z, jnp.float32), y, gamma=0.0), ref_cross_entropy(z, y),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    L.dual_focal(jnp.asarray(z, jnp.float32), y, gamma=0.0), ref_cross_entropy(z, y), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_ce_label_smoothing_is_mixture():
   """CE with smoothing eps = (1 - eps) CE + eps * CE against the uniform target."""
   z, y = _data((16, 5), 3.0, 15)
   uniform = -np.mean(np_log_softmax(z), axis=-1)
-  np.testing.assert_allclose(L.cross_entropy(jnp.asarray(z, jnp.float32), y, label_smoothing=0.3),
-                             0.7 * ref_cross_entropy(z, y) + 0.3 * uniform, rtol=1e-5)
+  np.testing.assert_allclose(
+    L.cross_entropy(jnp.asarray(z, jnp.float32), y, label_smoothing=0.3),
+    0.7 * ref_cross_entropy(z, y) + 0.3 * uniform,
+    rtol=1e-5,
+  )
 
 
 def test_translation_invariance():
@@ -467,7 +476,9 @@ def test_bad_label_inputs(fn):
     fn(z, jnp.zeros((4,), jnp.int32), where=jnp.ones((3,), bool))
 
 
-@pytest.mark.parametrize("fn,name,values", [
+@pytest.mark.parametrize(
+  "fn,name,values",
+  [
     (L.generalized_ce, "q", [0.0, -0.1, 1.0001, 2.0]),
     (L.focal, "gamma", [-1e-3, -2.0]),
     (L.dual_focal, "gamma", [-1.0]),
@@ -475,7 +486,9 @@ def test_bad_label_inputs(fn):
     (L.nce_rce, "alpha", [-1.0]),
     (L.nce_rce, "beta", [-1.0]),
     (L.nce_rce, "log_zero", [0.0, 1.0]),
-], ids=lambda v: v.__name__ if callable(v) else str(v))
+  ],
+  ids=lambda v: v.__name__ if callable(v) else str(v),
+)
 def test_bad_hparams(fn, name, values):
   z, y = jnp.zeros((2, 3)), jnp.zeros((2,), jnp.int32)
   for v in values:
@@ -509,8 +522,7 @@ def test_jit_and_vmap(case):
   np.testing.assert_allclose(jax.jit(jax.vmap(jax.vmap(f)))(z32, yj), expected, rtol=2e-5, atol=2e-6)
   mask = jnp.asarray(np.arange(15).reshape(3, 5) % 3 != 0)
   fm = lambda a, b, m: fn(a, b, where=m, **hp)
-  np.testing.assert_allclose(jax.jit(jax.vmap(fm))(z32, yj, mask), np.where(mask, expected, 0.0), rtol=2e-5,
-                             atol=2e-6)
+  np.testing.assert_allclose(jax.jit(jax.vmap(fm))(z32, yj, mask), np.where(mask, expected, 0.0), rtol=2e-5, atol=2e-6)
   g = jax.jit(jax.grad(lambda a: jnp.sum(f(a, yj))))(z32)
   g_vmap = jax.jit(jax.vmap(jax.grad(lambda a, b: jnp.sum(f(a, b)))))(z32, yj)
   np.testing.assert_allclose(g, g_vmap, rtol=1e-5, atol=1e-7)
@@ -540,9 +552,16 @@ def test_traced_label_smoothing_under_vmap():
 # ----------------------------------------------------------------------------------------------------------------
 
 REGISTRY_REFS = {
-    "cross_entropy": ref_cross_entropy, "generalized_ce": ref_generalized_ce, "mae": ref_mae, "focal": ref_focal,
-    "flsd53": ref_flsd53, "dual_focal": ref_dual_focal, "brier": ref_brier, "nce_rce": ref_nce_rce,
-    "gence": ref_gence, "mgce": ref_mgce,
+  "cross_entropy": ref_cross_entropy,
+  "generalized_ce": ref_generalized_ce,
+  "mae": ref_mae,
+  "focal": ref_focal,
+  "flsd53": ref_flsd53,
+  "dual_focal": ref_dual_focal,
+  "brier": ref_brier,
+  "nce_rce": ref_nce_rce,
+  "gence": ref_gence,
+  "mgce": ref_mgce,
 }
 ALIASES = {"ce": "cross_entropy", "lq": "generalized_ce", "gce": "generalized_ce"}
 
@@ -578,11 +597,18 @@ def test_get_loss_unregistered_names_smoke():
     assert out.shape == (6,) and np.all(np.isfinite(out)), name
 
 
-@pytest.mark.parametrize("name,hp", [
-    ("ce", {"label_smoothing": 0.2}), ("lq", {"q": 0.3}), ("gce", {"q": 1.0}), ("focal", {"gamma": 5.0}),
-    ("dual_focal", {"gamma": 1.0}), ("nce_rce", {"alpha": 2.0, "beta": 0.5, "log_zero": -1.0}),
+@pytest.mark.parametrize(
+  "name,hp",
+  [
+    ("ce", {"label_smoothing": 0.2}),
+    ("lq", {"q": 0.3}),
+    ("gce", {"q": 1.0}),
+    ("focal", {"gamma": 5.0}),
+    ("dual_focal", {"gamma": 1.0}),
+    ("nce_rce", {"alpha": 2.0, "beta": 0.5, "log_zero": -1.0}),
     ("mgce", {"beta": 5.0}),
-])
+  ],
+)
 def test_get_loss_binds_hparams(name, hp):
   loss = L.get_loss(name, **hp)
   assert dict(loss.hparams) == hp
@@ -601,17 +627,26 @@ def test_get_loss_unknown_name_lists_names():
     assert name in msg
 
 
-@pytest.mark.parametrize("name,hp", [("ce", {"gamma": 2.0}), ("focal", {"q": 0.7}), ("mae", {"alpha": 1.0}),
-                                     ("mgce", {"gamma": 1.0})])
+@pytest.mark.parametrize(
+  "name,hp", [("ce", {"gamma": 2.0}), ("focal", {"q": 0.7}), ("mae", {"alpha": 1.0}), ("mgce", {"gamma": 1.0})]
+)
 def test_get_loss_unknown_hparam(name, hp):
   with pytest.raises(ValueError, match=list(hp)[0]):
     L.get_loss(name, **hp)
 
 
-@pytest.mark.parametrize("name,hp", [
-    ("focal", {"gamma": -1.0}), ("lq", {"q": 0.0}), ("gce", {"q": 1.5}), ("ce", {"label_smoothing": 1.0}),
-    ("dual_focal", {"gamma": -0.5}), ("nce_rce", {"log_zero": 0.5}), ("mgce", {"beta": 0.5}),
-])
+@pytest.mark.parametrize(
+  "name,hp",
+  [
+    ("focal", {"gamma": -1.0}),
+    ("lq", {"q": 0.0}),
+    ("gce", {"q": 1.5}),
+    ("ce", {"label_smoothing": 1.0}),
+    ("dual_focal", {"gamma": -0.5}),
+    ("nce_rce", {"log_zero": 0.5}),
+    ("mgce", {"beta": 0.5}),
+  ],
+)
 def test_get_loss_invalid_value_raises_at_get_loss(name, hp):
   with pytest.raises(ValueError, match=f"`{list(hp)[0]}`"):
     L.get_loss(name, **hp)
@@ -626,8 +661,9 @@ def test_loss_probs(name):
   if name == "mgce":
     assert np.max(np.abs(probs - np_softmax(z32))) > 1e-2  # not softmax
     np.testing.assert_allclose(probs, ref_mgce_probs(np.asarray(z32, np.float64), 2.0), atol=1e-5)
-    np.testing.assert_allclose(L.get_loss("mgce", beta=5.0).probs(z32),
-                               ref_mgce_probs(np.asarray(z32, np.float64), 5.0), atol=1e-5)
+    np.testing.assert_allclose(
+      L.get_loss("mgce", beta=5.0).probs(z32), ref_mgce_probs(np.asarray(z32, np.float64), 5.0), atol=1e-5
+    )
   else:
     np.testing.assert_allclose(probs, np_softmax(np.asarray(z32, np.float64)), rtol=1e-5, atol=1e-7)
 
@@ -642,8 +678,9 @@ def test_checked(fn):
   z, y = _data((8, 5), 2.0, 80)
   z32 = jnp.asarray(z, jnp.float32)
   cfn = L.checked(fn)
-  np.testing.assert_allclose(cfn(z32, jnp.asarray(y)), REGISTRY_REFS[fn.__name__](np.asarray(z32, np.float64), y),
-                             rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(
+    cfn(z32, jnp.asarray(y)), REGISTRY_REFS[fn.__name__](np.asarray(z32, np.float64), y), rtol=2e-5, atol=2e-6
+  )
   bad_y = y.copy()
   bad_y[3] = 5 if fn is not L.flsd53 else -2
   with pytest.raises(L.LossInputError, match="labels"):
@@ -660,8 +697,12 @@ def test_checked(fn):
 def test_checked_passes_hparams():
   z, y = _data((8, 5), 2.0, 81)
   z32 = jnp.asarray(z, jnp.float32)
-  np.testing.assert_allclose(L.checked(L.focal)(z32, jnp.asarray(y), gamma=5.0),
-                             ref_focal(np.asarray(z32, np.float64), y, 5.0), rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(
+    L.checked(L.focal)(z32, jnp.asarray(y), gamma=5.0),
+    ref_focal(np.asarray(z32, np.float64), y, 5.0),
+    rtol=2e-5,
+    atol=2e-6,
+  )
   assert issubclass(L.LossInputError, ValueError)
   with pytest.raises(ValueError, match="Inf"):  # caught as a plain ValueError too
     L.checked(L.focal)(z32.at[0, 0].set(jnp.inf), jnp.asarray(y), gamma=5.0)
@@ -673,12 +714,13 @@ def test_checked_passes_hparams():
 
 
 def test_import_does_not_pull_tensorflow_or_flax():
-  code = ("import sys, gence_jax.losses\n"
-          "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-          "('tensorflow', 'tensorflow_datasets', 'flax', 'torch'))\n"
-          "print(repr(bad))\n"
-          "assert not bad, bad\n")
+  code = (
+    "import sys, gence_jax.losses\n"
+    "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+    "('tensorflow', 'tensorflow_datasets', 'flax', 'torch'))\n"
+    "print(repr(bad))\n"
+    "assert not bad, bad\n"
+  )
   res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stdout + res.stderr
   assert res.stdout.strip() == "[]"
-

@@ -28,8 +28,9 @@ def nll64(logits, labels, temperature=1.0, link=None):
 
 
 def scipy_temperature(logits, labels, link=None):
-  res = optimize.minimize_scalar(lambda lt: nll64(logits, labels, np.exp(lt), link), bounds=(-4, 4),
-                                 method="bounded", options=dict(xatol=1e-10))
+  res = optimize.minimize_scalar(
+    lambda lt: nll64(logits, labels, np.exp(lt), link), bounds=(-4, 4), method="bounded", options=dict(xatol=1e-10)
+  )
   return float(np.exp(res.x))
 
 
@@ -85,8 +86,7 @@ def test_temperature_mask_and_apply():
   assert t_mask64 == pytest.approx(t_sub64, rel=1e-7)
   params = C.TemperatureParams(temperature=jnp.float32(2.0))
   np.testing.assert_allclose(C.apply_temperature(params, np.array([[2.0, 4.0]])), [[1.0, 2.0]])
-  np.testing.assert_allclose(C.calibrated_probs(params, np.array([[0.0, 2 * np.log(3.0)]])), [[0.25, 0.75]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(C.calibrated_probs(params, np.array([[0.0, 2 * np.log(3.0)]])), [[0.25, 0.75]], rtol=1e-6)
 
 
 def test_temperature_is_jittable():
@@ -169,9 +169,14 @@ def test_ats_one_piece_is_ts_and_fallback():
 
 def test_ats_piece_convention_hand():
   # Identity "link" (the inputs are probabilities) so confidences are exact: boundaries .5 and .75, bins (lo, hi].
-  params = C.ATSParams(boundaries=jnp.array([0.5, 0.75]), temperatures=jnp.array([1.0, 2.0, 4.0]),
-                       global_temperature=jnp.array(2.0), counts=jnp.array([1, 1, 1]),
-                       fitted=jnp.array([True, True, True]), link=_identity)
+  params = C.ATSParams(
+    boundaries=jnp.array([0.5, 0.75]),
+    temperatures=jnp.array([1.0, 2.0, 4.0]),
+    global_temperature=jnp.array(2.0),
+    counts=jnp.array([1, 1, 1]),
+    fitted=jnp.array([True, True, True]),
+    link=_identity,
+  )
   x = np.array([[0.5, 0.5], [0.25, 0.75], [0.2, 0.8], [0.0, 1.0], [0.6, 0.4]], np.float32)
   np.testing.assert_array_equal(C.ats_pieces(params, x), [0, 1, 2, 2, 1])
   np.testing.assert_allclose(C.apply_ats(params, x), x / np.array([1.0, 2.0, 4.0, 4.0, 2.0])[:, None])
@@ -195,8 +200,9 @@ def test_ats_boundaries_and_out_of_range():
   # Leading batch dimensions are supported at prediction time.
   # (A confidence within an ulp of a boundary may switch piece when the link is compiled for another shape.)
   near = np.abs(conf[:, None] - np.asarray(ats.boundaries)[None, :]).min(1) < 1e-6
-  np.testing.assert_allclose(C.apply_ats(ats, z.reshape(20, 50, 10)).reshape(1000, 10)[~near],
-                             C.apply_ats(ats, z)[~near], rtol=1e-6)
+  np.testing.assert_allclose(
+    C.apply_ats(ats, z.reshape(20, 50, 10)).reshape(1000, 10)[~near], C.apply_ats(ats, z)[~near], rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("link_name", ["softmax2", "sparsemax"])
@@ -223,8 +229,9 @@ def test_ats_is_jittable_and_masked():
   z_bad = np.where(keep[:, None], z, np.nan).astype(np.float32)
   f = jax.jit(lambda a, b, w: C.fit_ats(a, b, where=w, num_pieces=3, min_count=20).temperatures)
   # float32: the NLL is flat at its minimum, so T is resolved to ~sqrt(float32 eps) (summation order differs).
-  np.testing.assert_allclose(f(z_bad, y, keep), C.fit_ats(z[keep], y[keep], num_pieces=3, min_count=20).temperatures,
-                             rtol=2e-3)
+  np.testing.assert_allclose(
+    f(z_bad, y, keep), C.fit_ats(z[keep], y[keep], num_pieces=3, min_count=20).temperatures, rtol=2e-3
+  )
   with jax.enable_x64(True):
     z64 = z_bad.astype(np.float64)
     masked = C.fit_ats(z64, y, where=keep, num_pieces=3, min_count=20)

@@ -3,8 +3,6 @@
 Reference: l_i = -log q(y_i|x_i) + log((1/B) sum_j q(y_i|x_j)), Zhan, Zhou & Shen 2026 (arXiv:2604.06689).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,8 +62,9 @@ def test_hand_computed_two_examples():
   want = [np.log(2) + np.log(3 / 8), -np.log(3 / 4) + np.log(5 / 8)]
   np.testing.assert_allclose(gence(z, y), want, rtol=1e-6)
   # excluding the sample: l_1 = -log(1/2) + log(1/4), l_2 = -log(3/4) + log(1/2)
-  np.testing.assert_allclose(gence(z, y, include_self=False), [np.log(2) + np.log(1 / 4),
-                                                                -np.log(3 / 4) + np.log(1 / 2)], rtol=1e-6)
+  np.testing.assert_allclose(
+    gence(z, y, include_self=False), [np.log(2) + np.log(1 / 4), -np.log(3 / 4) + np.log(1 / 2)], rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("include_self", [True, False])
@@ -84,7 +83,9 @@ def test_weighted_cotangent_matches_autodiff_of_reference():
   w = np.linspace(0.5, 2.0, 6)
   for include_self in (True, False):
     with jax.enable_x64(True):
-      g = jax.grad(lambda z: jnp.sum(jnp.asarray(w) * gence(z, y, include_self=include_self)))(jnp.asarray(z, jnp.float64))
+      g = jax.grad(lambda z: jnp.sum(jnp.asarray(w) * gence(z, y, include_self=include_self)))(
+        jnp.asarray(z, jnp.float64)
+      )
     eps = 1e-6
     fd = np.zeros(z.shape)
     zz = z.astype(np.float64)
@@ -93,7 +94,9 @@ def test_weighted_cotangent_matches_autodiff_of_reference():
         zp, zm = zz.copy(), zz.copy()
         zp[a, b] += eps
         zm[a, b] -= eps
-        fd[a, b] = (w @ ref_gence(zp, y, include_self=include_self) - w @ ref_gence(zm, y, include_self=include_self)) / (2 * eps)
+        fd[a, b] = (
+          w @ ref_gence(zp, y, include_self=include_self) - w @ ref_gence(zm, y, include_self=include_self)
+        ) / (2 * eps)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
 
 
@@ -139,8 +142,9 @@ def test_bfloat16_is_computed_in_float32():
   z, y = _data()
   got = gence(jnp.asarray(z, jnp.bfloat16), y)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, ref_gence(np.asarray(jnp.asarray(z, jnp.bfloat16).astype(jnp.float32)), y),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    got, ref_gence(np.asarray(jnp.asarray(z, jnp.bfloat16).astype(jnp.float32)), y), rtol=1e-4, atol=1e-4
+  )
 
 
 # ---------------------------------------------------------------- global batch: 8 fake CPU devices
@@ -194,6 +198,7 @@ def _per_device_fn(include_self):
   def fn(z, y, v):
     local = lambda z: jnp.sum(gence(z, y, where=v, axis_name="data", include_self=include_self))
     return gence(z, y, where=v, axis_name="data", include_self=include_self), jax.grad(local)(z)
+
   return fn
 
 
@@ -213,8 +218,9 @@ def test_shard_map_equals_single_device(include_self):
   _needs_devices()
   z, y, valid = _global_data(6)
   mesh = _mesh(jax.sharding.AxisType.Auto)
-  fn = jax.jit(jax.shard_map(_per_device_fn(include_self), mesh=mesh, in_specs=P("data"),
-                             out_specs=(P("data"), P("data"))))
+  fn = jax.jit(
+    jax.shard_map(_per_device_fn(include_self), mesh=mesh, in_specs=P("data"), out_specs=(P("data"), P("data")))
+  )
   loss, grad = fn(z, y, valid)
   want_loss, want_grad = _single_device(z, y, valid, include_self)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)

@@ -187,8 +187,9 @@ def test_binned_metrics_match_float64_reference(m):
   cw = ref_classwise(probs, labels, m)
   np.testing.assert_allclose(M.classwise_ece(probs, labels, num_bins=m), cw, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(M.sce(probs, labels, num_bins=m), cw, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(M.adaptive_ece(probs, labels, num_bins=m), ref_adaptive(probs, labels, m),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    M.adaptive_ece(probs, labels, num_bins=m), ref_adaptive(probs, labels, m), rtol=1e-5, atol=1e-6
+  )
   acc, nll, brier = ref_scalars(probs, labels)
   np.testing.assert_allclose(M.accuracy(probs, labels), acc, rtol=1e-6)
   np.testing.assert_allclose(M.nll(probs, labels), nll, rtol=1e-5)
@@ -202,8 +203,9 @@ def test_adaptive_ece_from_confidences_and_uneven_sizes():
   conf = probs.max(1)
   correct = probs.argmax(1) == labels
   for m in (1, 7, 15, 150):  # 150 > N: some bins empty
-    np.testing.assert_allclose(M.adaptive_ece_from_confidences(conf, correct, num_bins=m),
-                               ref_adaptive(probs, labels, m), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      M.adaptive_ece_from_confidences(conf, correct, num_bins=m), ref_adaptive(probs, labels, m), rtol=1e-5, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------------------------- merge / mask / psum
@@ -248,8 +250,9 @@ def test_masked_rows_count_nowhere():
   bad_y = labels.copy()
   bad_y[~keep] = -1
   for f in (M.ece, M.mce, M.classwise_ece, M.sce, M.adaptive_ece):
-    np.testing.assert_allclose(f(bad_p, bad_y, num_bins=15, where=keep), f(probs[keep], labels[keep], num_bins=15),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      f(bad_p, bad_y, num_bins=15, where=keep), f(probs[keep], labels[keep], num_bins=15), rtol=1e-6
+    )
   for f in (M.accuracy, M.nll, M.brier):
     np.testing.assert_allclose(f(bad_p, bad_y, where=keep), f(probs[keep], labels[keep]), rtol=1e-6)
   s_masked = M.eval_stats(bad_p, bad_y, where=keep).compute()
@@ -265,8 +268,7 @@ def test_psum_over_named_axis_gives_global_stats():
   whole = M.calibration_stats(probs, labels, num_bins=15)
   np.testing.assert_array_equal(per.count[0], whole.count)
   np.testing.assert_array_equal(per.class_hits[3], whole.class_hits)
-  np.testing.assert_allclose(M.ece_from_stats(jax.tree.map(lambda x: x[0], per)), M.ece_from_stats(whole),
-                             rtol=1e-6)
+  np.testing.assert_allclose(M.ece_from_stats(jax.tree.map(lambda x: x[0], per)), M.ece_from_stats(whole), rtol=1e-6)
 
 
 def test_jit_matches_eager_and_skips_value_checks():
@@ -274,8 +276,9 @@ def test_jit_matches_eager_and_skips_value_checks():
   keep = np.arange(400) % 3 != 0
   for f in (M.ece, M.classwise_ece, M.adaptive_ece):
     jf = jax.jit(f, static_argnames="num_bins")
-    np.testing.assert_allclose(jf(probs, labels, num_bins=20, where=keep), f(probs, labels, num_bins=20, where=keep),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      jf(probs, labels, num_bins=20, where=keep), f(probs, labels, num_bins=20, where=keep), rtol=1e-6
+    )
   jit_update = jax.jit(lambda s, p, y: s.update(p, y))
   s = jit_update(M.EvalStats.zeros(5), probs, labels)
   np.testing.assert_allclose(s.compute()["nll"], M.nll(probs, labels), rtol=1e-6)
@@ -376,8 +379,7 @@ def test_ood_metrics_vs_sklearn(ties):
   expect = fpr[np.searchsorted(tpr, 0.95, side="left")]
   assert M.fpr_at_95_tpr(s_in, s_out) == pytest.approx(expect, abs=1e-12)
   assert M.fpr_at_95_tpr(s_in, s_out) == pytest.approx(ref_fpr_at_tpr(s_in, s_out, 0.95), abs=1e-12)
-  assert M.fpr_at_95_tpr(s_in, s_out, positive="out") == pytest.approx(ref_fpr_at_tpr(-s_out, -s_in, 0.95),
-                                                                       abs=1e-12)
+  assert M.fpr_at_95_tpr(s_in, s_out, positive="out") == pytest.approx(ref_fpr_at_tpr(-s_out, -s_in, 0.95), abs=1e-12)
 
 
 def test_ood_bad_input():

@@ -103,11 +103,14 @@ def test_resnet18_full_forward_and_param_count():
   assert np.all(np.isfinite(logits))
 
 
-@pytest.mark.parametrize("name, expected", [
-  ("resnet34", _resnet_count((3, 4, 6, 3), False, 10)),
-  ("resnet50", _resnet_count((3, 4, 6, 3), True, 10)),
-  ("wrn28_10", _wrn_count(28, 10, 10)),
-])
+@pytest.mark.parametrize(
+  "name, expected",
+  [
+    ("resnet34", _resnet_count((3, 4, 6, 3), False, 10)),
+    ("resnet50", _resnet_count((3, 4, 6, 3), True, 10)),
+    ("wrn28_10", _wrn_count(28, 10, 10)),
+  ],
+)
 def test_param_counts(name, expected):
   variables = _abstract_variables(get_model(name, 10), (2, 32, 32, 3))
   assert _num_params(variables["params"]) == expected
@@ -262,8 +265,14 @@ def test_bn_running_stats_momentum():
   old = variables["batch_stats"]["bn1"]
   assert not np.allclose(old["mean"], 0.0) and not np.allclose(old["var"], 1.0)
   x = 1.0 + 2.0 * _normal(5, (6, 8, 8, 1))
-  _, state = _jit_apply(model, variables, x, train=True, mutable=["batch_stats", "intermediates"],
-                         capture_intermediates=lambda mdl, method: mdl.name == "conv1")
+  _, state = _jit_apply(
+    model,
+    variables,
+    x,
+    train=True,
+    mutable=["batch_stats", "intermediates"],
+    capture_intermediates=lambda mdl, method: mdl.name == "conv1",
+  )
   h = np.asarray(state["intermediates"]["conv1"]["__call__"][0], np.float64)
   batch_mean = h.mean(axis=(0, 1, 2))
   batch_var = h.var(axis=(0, 1, 2))  # biased, as in Flax
@@ -276,8 +285,14 @@ def test_bn_eval_uses_running_average_numerically():
   # Eval-mode BatchNorm output equals (h - running_mean) / sqrt(running_var + 1e-5) * scale + bias.
   model, variables = _trained_cnn()
   x = _normal(6, (2, 8, 8, 1))
-  _, state = _jit_apply(model, variables, x, train=False, mutable=["intermediates"],
-                         capture_intermediates=lambda mdl, method: mdl.name in ("conv1", "bn1"))
+  _, state = _jit_apply(
+    model,
+    variables,
+    x,
+    train=False,
+    mutable=["intermediates"],
+    capture_intermediates=lambda mdl, method: mdl.name in ("conv1", "bn1"),
+  )
   h = state["intermediates"]["conv1"]["__call__"][0]
   y = state["intermediates"]["bn1"]["__call__"][0]
   stats, params = variables["batch_stats"]["bn1"], variables["params"]["bn1"]
@@ -311,19 +326,28 @@ def test_bn_axis_name_cross_device_statistics():
 # Compute dtype.
 
 
-@pytest.mark.parametrize("name, kwargs, shape", [
-  ("resnet18", dict(width=4), (4, 8, 8, 3)),
-  ("wide_resnet", dict(depth=10, widen_factor=1), (4, 8, 8, 3)),
-  ("cnn", dict(features=(4, 8), hidden=16), (4, 28, 28, 1)),
-])
+@pytest.mark.parametrize(
+  "name, kwargs, shape",
+  [
+    ("resnet18", dict(width=4), (4, 8, 8, 3)),
+    ("wide_resnet", dict(depth=10, widen_factor=1), (4, 8, 8, 3)),
+    ("cnn", dict(features=(4, 8), hidden=16), (4, 28, 28, 1)),
+  ],
+)
 def test_bfloat16_compute(name, kwargs, shape):
   m32 = get_model(name, 10, **kwargs)
   m16 = get_model(name, 10, dtype=jnp.bfloat16, **kwargs)
   variables = init_model(m16, _key(0), shape[1:])
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
   x = _normal(1, shape)
-  logits16, state = _jit_apply(m16, variables, x, train=False, mutable=["intermediates"],
-                              capture_intermediates=lambda mdl, method: isinstance(mdl, (nn.Conv, nn.BatchNorm)))
+  logits16, state = _jit_apply(
+    m16,
+    variables,
+    x,
+    train=False,
+    mutable=["intermediates"],
+    capture_intermediates=lambda mdl, method: isinstance(mdl, (nn.Conv, nn.BatchNorm)),
+  )
   activations = jax.tree.leaves(state["intermediates"])
   assert activations and all(a.dtype == jnp.bfloat16 for a in activations)
   logits32 = _jit_apply(m32, variables, x, train=False)

@@ -31,8 +31,15 @@ from gence_jax.train import CheckpointError, Checkpointer, TrainingDivergedError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 180  # seconds for any subprocess: a hang fails the test instead of blocking CI
 TINY_CNN = ["model.name=cnn", "model.kwargs={'features': (4,), 'hidden': 16}", "dataset.as_images=True"]
-FAST = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=512", "train.progress=False",
-        "train.eval_every_epochs=100", "train.checkpoint_every_steps=1000", "train.log_every_steps=5"]
+FAST = [
+  "train.epochs=1",
+  "train.batch_size=64",
+  "train.eval_batch_size=512",
+  "train.progress=False",
+  "train.eval_every_epochs=100",
+  "train.checkpoint_every_steps=1000",
+  "train.log_every_steps=5",
+]
 
 
 def make_config(*overrides):
@@ -92,8 +99,14 @@ def cli_command(workdir, overrides, config=None):
 
 def run_cli(workdir, overrides, devices, log):
   with open(log, "w") as f:
-    proc = subprocess.run(cli_command(workdir, overrides), env=subprocess_env(devices), cwd=REPO, stdout=f,
-                          stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    proc = subprocess.run(
+      cli_command(workdir, overrides),
+      env=subprocess_env(devices),
+      cwd=REPO,
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      timeout=TIMEOUT,
+    )
   assert proc.returncode == 0, open(log).read()[-4000:]
 
 
@@ -101,10 +114,21 @@ def run_cli(workdir, overrides, devices, log):
 # 1. kill -9 and resume
 # --------------------------------------------------------------------------------------------------------------
 
-RESUME = ["train.epochs=3", "train.batch_size=32", "train.eval_batch_size=512", "train.progress=False",
-          "train.checkpoint_every_steps=2", "train.keep_checkpoints=3", "train.log_every_steps=2",
-          "train.eval_every_epochs=1", "model.name=cnn", "dataset.as_images=True", "dataset.augment=crop_flip",
-          "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}", "loss.name=gence"]
+RESUME = [
+  "train.epochs=3",
+  "train.batch_size=32",
+  "train.eval_batch_size=512",
+  "train.progress=False",
+  "train.checkpoint_every_steps=2",
+  "train.keep_checkpoints=3",
+  "train.log_every_steps=2",
+  "train.eval_every_epochs=1",
+  "model.name=cnn",
+  "dataset.as_images=True",
+  "dataset.augment=crop_flip",
+  "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}",
+  "loss.name=gence",
+]
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
@@ -112,18 +136,22 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
   devices = 8
   ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
   ref_log = open(tmp_path / "reference.log", "w")
-  reference = subprocess.Popen(cli_command(ref_dir, RESUME), env=subprocess_env(devices), cwd=REPO, stdout=ref_log,
-                               stderr=subprocess.STDOUT)
+  reference = subprocess.Popen(
+    cli_command(ref_dir, RESUME), env=subprocess_env(devices), cwd=REPO, stdout=ref_log, stderr=subprocess.STDOUT
+  )
   victim = None
   try:
     with open(tmp_path / "killed.log", "w") as log:
-      victim = subprocess.Popen(cli_command(run_dir, RESUME), env=subprocess_env(devices), cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
+      victim = subprocess.Popen(
+        cli_command(run_dir, RESUME), env=subprocess_env(devices), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+      )
       deadline = time.time() + TIMEOUT
       while not any(s >= 6 for s in ckpt_steps(run_dir)):
         if victim.poll() is not None:
-          pytest.fail(f"the run ended (rc {victim.returncode}) before reaching step 6:\n"
-                      + open(tmp_path / "killed.log").read()[-3000:])
+          pytest.fail(
+            f"the run ended (rc {victim.returncode}) before reaching step 6:\n"
+            + open(tmp_path / "killed.log").read()[-3000:]
+          )
         if time.time() > deadline:
           pytest.fail("no checkpoint >= 6 within the timeout")
         time.sleep(0.005)
@@ -160,8 +188,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
 
 
 def truncate_arrays(step_dir):
-  files = [f for f in glob.glob(os.path.join(step_dir, "default", "**", "d", "*"), recursive=True)
-           if os.path.isfile(f)]
+  files = [f for f in glob.glob(os.path.join(step_dir, "default", "**", "d", "*"), recursive=True) if os.path.isfile(f)]
   assert files, f"no array data files under {step_dir}"
   for f in files:
     with open(f, "r+b") as fh:
@@ -270,8 +297,13 @@ def test_training_resumes_from_previous_checkpoint_when_newest_is_corrupt(tmp_pa
 
 def test_huge_learning_rate_stops_with_training_diverged_error(tmp_path):
   wd = str(tmp_path / "run")
-  config = make_config("optimizer.name=sgd", "optimizer.learning_rate=1e30", "optimizer.momentum=0.0",
-                       "train.checkpoint_every_steps=1", "train.log_every_steps=1")
+  config = make_config(
+    "optimizer.name=sgd",
+    "optimizer.learning_rate=1e30",
+    "optimizer.momentum=0.0",
+    "train.checkpoint_every_steps=1",
+    "train.log_every_steps=1",
+  )
   with pytest.raises(TrainingDivergedError) as info:
     train.train_and_evaluate(config, wd)
   err = info.value
@@ -303,11 +335,14 @@ def test_nan_in_data_stops_with_training_diverged_error(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra", [
+@pytest.mark.parametrize(
+  "extra",
+  [
     pytest.param([], id="cross_entropy-mlp"),
     # GenCE normalises over the global batch and BatchNorm uses global statistics: both need axis_name under pmap
     pytest.param([*TINY_CNN, "loss.name=gence"], id="gence-cnn-batchnorm"),
-])
+  ],
+)
 def test_pmap_matches_jit(tmp_path, extra):
   assert jax.device_count() == 8
   common = ["optimizer.name=sgd", "optimizer.learning_rate=0.1", *extra]
@@ -339,8 +374,12 @@ def test_pmap_devices_draw_independent_dropout_masks():
     model = models.get_model("cnn", 10, features=(4,), hidden=16, dropout_rate=rate, bn_axis_name="data")
     tx = optax.sgd(0.5)
     state = create_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
-    step = jax.pmap(make_train_step(model, losses.get_loss("cross_entropy"), tx, axis_name="data"), axis_name="data",
-                    in_axes=(0, 0, None), devices=jax.devices()[:n])
+    step = jax.pmap(
+      make_train_step(model, losses.get_loss("cross_entropy"), tx, axis_name="data"),
+      axis_name="data",
+      in_axes=(0, 0, None),
+      devices=jax.devices()[:n],
+    )
     copies = lambda a: np.broadcast_to(np.asarray(a)[None], (n, *np.shape(a)))  # noqa: E731
     batch = {"x": copies(x), "label": copies(y), "mask": copies(np.ones(4, bool))}
     new, _ = step(jax.tree_util.tree_map(copies, state), batch, jax.random.PRNGKey(1))
@@ -353,8 +392,13 @@ def test_pmap_devices_draw_independent_dropout_masks():
 
 def test_jit_on_8_devices_matches_1_device(tmp_path):
   """Sharded global batch (GenCE, BatchNorm, dropout) == the same run on one device (a subprocess)."""
-  common = ["optimizer.name=sgd", "optimizer.learning_rate=0.1", "loss.name=gence", *TINY_CNN,
-            "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}"]
+  common = [
+    "optimizer.name=sgd",
+    "optimizer.learning_rate=0.1",
+    "loss.name=gence",
+    *TINY_CNN,
+    "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}",
+  ]
   one = tmp_path / "one_device"
   run_cli(one, [*FAST, *common], 1, tmp_path / "one.log")
   assert json.load(open(one / "results.json"))["devices"] == 1
@@ -370,7 +414,9 @@ def test_jit_on_8_devices_matches_1_device(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, error, key", [
+@pytest.mark.parametrize(
+  "overrides, error, key",
+  [
     (["foo.bar=1"], ValueError, "'foo'"),
     (["train.foo=1"], ValueError, "'train.foo'"),
     (["train.epochs=abc"], TypeError, "'train.epochs'"),
@@ -388,7 +434,8 @@ def test_jit_on_8_devices_matches_1_device(tmp_path):
     (["train.batch_size=60"], ValueError, "'train.batch_size'"),  # 8 devices
     (["train.eval_batch_size=100"], ValueError, "'train.eval_batch_size'"),
     (["model.name=cnn", "dataset.as_images=True"], ValueError, "'model.kwargs'"),  # the MLP's hidden=(256,)
-])
+  ],
+)
 def test_bad_config_fails_before_training(tmp_path, overrides, error, key):
   if "batch_size=" in overrides[0] and "1.5" not in overrides[0]:
     assert jax.device_count() == 8  # conftest.py: neither 60 nor 100 divides by 8
@@ -404,8 +451,9 @@ def test_bad_config_fails_before_training(tmp_path, overrides, error, key):
 
 def test_bad_config_file_key(tmp_path):
   path = tmp_path / "bad_config.py"
-  path.write_text("import ml_collections\n\ndef get_config():\n"
-                  "  return ml_collections.ConfigDict({'train': {'epochz': 3}})\n")
+  path.write_text(
+    "import ml_collections\n\ndef get_config():\n  return ml_collections.ConfigDict({'train': {'epochz': 3}})\n"
+  )
   with pytest.raises(ValueError, match=r"unknown config key 'train\.epochz'"):
     cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "run")])
 
@@ -414,7 +462,7 @@ def test_bad_config_file_key(tmp_path):
 # 7, 8. outputs, and a config file given by path
 # --------------------------------------------------------------------------------------------------------------
 
-CONFIG_FILE = '''
+CONFIG_FILE = """
 import ml_collections
 
 
@@ -428,7 +476,7 @@ def get_config():
   c.train = {"epochs": 2, "batch_size": 64, "eval_every_epochs": 1, "log_every_steps": 7, "progress": False,
              "checkpoint_every_steps": 10}
   return c
-'''
+"""
 
 
 @pytest.fixture(scope="module")

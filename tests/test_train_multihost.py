@@ -18,11 +18,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "_multihost_worker.py")
 TIMEOUT = 180  # seconds: a hung collective fails the test instead of blocking CI
 
-OVERRIDES = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=128", "train.progress=False",
-             "train.log_every_steps=1", "train.checkpoint_every_steps=10", "train.eval_every_epochs=1",
-             "optimizer.name=sgd", "optimizer.learning_rate=0.1", "optimizer.momentum=0.9",
-             "model.name=cnn", "model.kwargs={'features': (4,), 'hidden': 16}", "dataset.as_images=True",
-             "dataset.augment=crop_flip"]
+OVERRIDES = [
+  "train.epochs=1",
+  "train.batch_size=64",
+  "train.eval_batch_size=128",
+  "train.progress=False",
+  "train.log_every_steps=1",
+  "train.checkpoint_every_steps=10",
+  "train.eval_every_epochs=1",
+  "optimizer.name=sgd",
+  "optimizer.learning_rate=0.1",
+  "optimizer.momentum=0.9",
+  "model.name=cnn",
+  "model.kwargs={'features': (4,), 'hidden': 16}",
+  "dataset.as_images=True",
+  "dataset.augment=crop_flip",
+]
 
 
 def free_port():
@@ -43,9 +54,13 @@ def env_with_devices(devices):
 
 
 def launch(out, workdir, num_processes, process_id, port, devices, overrides, log):
-  return subprocess.Popen([sys.executable, WORKER, str(out), str(workdir), str(num_processes), str(process_id),
-                           str(port), *overrides], env=env_with_devices(devices), cwd=REPO, stdout=log,
-                          stderr=subprocess.STDOUT)
+  return subprocess.Popen(
+    [sys.executable, WORKER, str(out), str(workdir), str(num_processes), str(process_id), str(port), *overrides],
+    env=env_with_devices(devices),
+    cwd=REPO,
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
 
 
 def train_losses(workdir):

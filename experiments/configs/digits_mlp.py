@@ -1,6 +1,6 @@
 """The main job's base: an MLP on scikit-learn's bundled digits (no download), Adam, 20 epochs.
 
-    gence-jax compare --config experiments/configs/digits_mlp.py --workdir runs/compare
+gence-jax compare --config experiments/configs/digits_mlp.py --workdir runs/compare
 """
 
 from gence_jax.train import default_config

@@ -7,19 +7,27 @@ models with another probability link (e.g. MGCE). Recipes and conventions: ``doc
 """
 
 from gence_jax.calibration._temperature import (
-    DEFAULT_LOG_T_BOUNDS,
-    ATSParams,
-    TemperatureParams,
-    apply_ats,
-    apply_calibrator,
-    apply_temperature,
-    ats_pieces,
-    calibrated_probs,
-    fit_ats,
-    fit_temperature,
+  DEFAULT_LOG_T_BOUNDS,
+  ATSParams,
+  TemperatureParams,
+  apply_ats,
+  apply_calibrator,
+  apply_temperature,
+  ats_pieces,
+  calibrated_probs,
+  fit_ats,
+  fit_temperature,
 )
 
 __all__ = [
-    "ATSParams", "DEFAULT_LOG_T_BOUNDS", "TemperatureParams", "apply_ats", "apply_calibrator", "apply_temperature",
-    "ats_pieces", "calibrated_probs", "fit_ats", "fit_temperature",
+  "ATSParams",
+  "DEFAULT_LOG_T_BOUNDS",
+  "TemperatureParams",
+  "apply_ats",
+  "apply_calibrator",
+  "apply_temperature",
+  "ats_pieces",
+  "calibrated_probs",
+  "fit_ats",
+  "fit_temperature",
 ]

@@ -145,8 +145,10 @@ def _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_gol
   try:
     hash(link)
   except TypeError:
-    raise TypeError("link must be hashable: it is a static jit argument and static metadata of the params "
-                    "(use a module-level function, functools.partial, or a bound method of a hashable object)") from None
+    raise TypeError(
+      "link must be hashable: it is a static jit argument and static metadata of the params "
+      "(use a module-level function, functools.partial, or a bound method of a hashable object)"
+    ) from None
   logits, labels, where = _validate.check_logits(logits, labels, where)
   try:
     lo, hi = (float(b) for b in log_t_bounds)
@@ -166,9 +168,16 @@ def _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_gol
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def fit_temperature(logits, labels, *, link: Link = jax.nn.softmax, where=None,
-                    log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS, num_grid: int = DEFAULT_NUM_GRID,
-                    num_golden: int = DEFAULT_NUM_GOLDEN) -> TemperatureParams:
+def fit_temperature(
+  logits,
+  labels,
+  *,
+  link: Link = jax.nn.softmax,
+  where=None,
+  log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS,
+  num_grid: int = DEFAULT_NUM_GRID,
+  num_golden: int = DEFAULT_NUM_GOLDEN,
+) -> TemperatureParams:
   """Temperature scaling (Guo et al. 2017): the NLL-optimal temperature on held-out data.
 
       T* = argmin_{log T in [lo, hi]}  sum_{i unmasked} -log link(z_i / T)_{y_i}
@@ -191,8 +200,9 @@ def fit_temperature(logits, labels, *, link: Link = jax.nn.softmax, where=None,
     :class:`TemperatureParams` (temperature and link).
   """
   logits, labels, valid, lo, hi = _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_golden)
-  log_t = _fit_global(logits, labels, valid, link=link, lo=lo, hi=hi, num_grid=int(num_grid),
-                      num_golden=int(num_golden))
+  log_t = _fit_global(
+    logits, labels, valid, link=link, lo=lo, hi=hi, num_grid=int(num_grid), num_golden=int(num_golden)
+  )
   return TemperatureParams(temperature=jnp.exp(log_t), link=link)
 
 
@@ -201,9 +211,18 @@ def apply_temperature(params: TemperatureParams, logits) -> jax.Array:
   return jnp.asarray(logits) / params.temperature
 
 
-def fit_ats(logits, labels, *, link: Link = jax.nn.softmax, num_pieces: int = 4, min_count: int = 50, where=None,
-            log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS, num_grid: int = DEFAULT_NUM_GRID,
-            num_golden: int = DEFAULT_NUM_GOLDEN) -> ATSParams:
+def fit_ats(
+  logits,
+  labels,
+  *,
+  link: Link = jax.nn.softmax,
+  num_pieces: int = 4,
+  min_count: int = 50,
+  where=None,
+  log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS,
+  num_grid: int = DEFAULT_NUM_GRID,
+  num_golden: int = DEFAULT_NUM_GOLDEN,
+) -> ATSParams:
   """ATS: adaptive piecewise temperature scaling (our recipe; the GenCE paper's exact one is unpublished).
 
   1. Global fit: T_g = :func:`fit_temperature` on all unmasked examples.
@@ -239,8 +258,9 @@ def fit_ats(logits, labels, *, link: Link = jax.nn.softmax, num_pieces: int = 4,
   search = dict(link=link, lo=lo, hi=hi, num_grid=int(num_grid), num_golden=int(num_golden))
   g = _fit_global(logits, labels, valid, **search)  # exactly what fit_temperature computes
   conf = _top_confidence(logits, link=link)  # exactly what apply_ats computes (same jitted function)
-  b, log_t, counts, fitted = _fit_ats(logits, labels, valid, conf, g, jnp.int32(min_count),
-                                      num_pieces=int(num_pieces), **search)
+  b, log_t, counts, fitted = _fit_ats(
+    logits, labels, valid, conf, g, jnp.int32(min_count), num_pieces=int(num_pieces), **search
+  )
   tg = jnp.exp(g)
   temps = jnp.where(fitted, jnp.exp(log_t), tg)  # a fallback piece holds exactly the global temperature
   return ATSParams(boundaries=b, temperatures=temps, global_temperature=tg, counts=counts, fitted=fitted, link=link)

@@ -11,17 +11,39 @@
 This package imports only jax: no TensorFlow, no Flax.
 """
 
-from gence_jax.losses.adafocal import (AdaFocalState, adafocal, adafocal_init, adafocal_update,
-                                       adafocal_validation_stats)
-from gence_jax.losses.baselines import (brier, cross_entropy, dual_focal, flsd53, focal, generalized_ce, lq, mae,
-                                        nce_rce)
+from gence_jax.losses.adafocal import AdaFocalState, adafocal, adafocal_init, adafocal_update, adafocal_validation_stats
+from gence_jax.losses.baselines import brier, cross_entropy, dual_focal, flsd53, focal, generalized_ce, lq, mae, nce_rce
 from gence_jax.losses.checked import LossInputError, check_inputs, checked
 from gence_jax.losses.generative_ce import gence
 from gence_jax.losses.minimax_gce import mgce, mgce_l1_penalty, mgce_nu, mgce_probs, mgce_worst_case
 from gence_jax.losses.registry import Loss, available_losses, get_loss, softmax_probs
 
 __all__ = [
-    "AdaFocalState", "adafocal", "adafocal_init", "adafocal_update", "adafocal_validation_stats", "Loss", "LossInputError", "available_losses", "brier", "check_inputs", "checked", "cross_entropy",
-    "dual_focal", "flsd53", "focal", "gence", "generalized_ce", "get_loss", "lq", "mae", "mgce", "mgce_l1_penalty",
-    "mgce_nu", "mgce_probs", "mgce_worst_case", "nce_rce", "softmax_probs",
+  "AdaFocalState",
+  "adafocal",
+  "adafocal_init",
+  "adafocal_update",
+  "adafocal_validation_stats",
+  "Loss",
+  "LossInputError",
+  "available_losses",
+  "brier",
+  "check_inputs",
+  "checked",
+  "cross_entropy",
+  "dual_focal",
+  "flsd53",
+  "focal",
+  "gence",
+  "generalized_ce",
+  "get_loss",
+  "lq",
+  "mae",
+  "mgce",
+  "mgce_l1_penalty",
+  "mgce_nu",
+  "mgce_probs",
+  "mgce_worst_case",
+  "nce_rce",
+  "softmax_probs",
 ]

@@ -28,13 +28,11 @@ def check_logits_labels(logits, labels, where=None, *, fn: str):
     raise ValueError(f"{fn}: `logits` needs at least 2 classes on its last axis, got shape {logits.shape}.")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
-        f"{fn}: `labels` must be integer class ids, got dtype {labels.dtype}. "
-        "Pass integer labels of shape logits.shape[:-1] (use the one-hot variants for soft targets)."
+      f"{fn}: `labels` must be integer class ids, got dtype {labels.dtype}. "
+      "Pass integer labels of shape logits.shape[:-1] (use the one-hot variants for soft targets)."
     )
   if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-        f"{fn}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}."
-    )
+    raise ValueError(f"{fn}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")
   if where is not None:
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:

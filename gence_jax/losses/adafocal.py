@@ -103,8 +103,8 @@ def _check_gammas_edges(fn, gammas, bin_edges):
     raise ValueError(f"{fn}: `gammas` must have shape [num_bins] with num_bins >= 1, got {gammas.shape}.")
   if bin_edges.shape != (gammas.shape[0] + 1,):
     raise ValueError(
-        f"{fn}: `bin_edges` must have shape [num_bins + 1] = ({gammas.shape[0] + 1},) to match `gammas` "
-        f"{gammas.shape}, got {bin_edges.shape}."
+      f"{fn}: `bin_edges` must have shape [num_bins + 1] = ({gammas.shape[0] + 1},) to match `gammas` "
+      f"{gammas.shape}, got {bin_edges.shape}."
     )
   for name, value in (("gammas", gammas), ("bin_edges", bin_edges)):
     if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
@@ -174,10 +174,10 @@ def adafocal_init(num_bins: int = 15, gamma_init: float = 1.0, *, dtype=jnp.floa
   check_hparam("adafocal_init", "gamma_init", gamma_init)
   dtype = compute_dtype(jnp.dtype(dtype))
   return AdaFocalState(
-      gammas=jnp.full((num_bins,), gamma_init, dtype),
-      bin_edges=jnp.linspace(0.0, 1.0, num_bins + 1, dtype=dtype),
-      calibration_gaps=jnp.zeros((num_bins,), dtype),
-      bin_counts=jnp.zeros((num_bins,), jnp.int32),
+    gammas=jnp.full((num_bins,), gamma_init, dtype),
+    bin_edges=jnp.linspace(0.0, 1.0, num_bins + 1, dtype=dtype),
+    calibration_gaps=jnp.zeros((num_bins,), dtype),
+    bin_counts=jnp.zeros((num_bins,), jnp.int32),
   )
 
 
@@ -192,8 +192,9 @@ def _equal_mass_edges(conf, valid, num_bins):
   return s[lo] + frac * (s[hi] - s[lo])  # lo, hi index valid values only (when n >= 1)
 
 
-def adafocal_validation_stats(val_probs, val_labels, num_bins: int, *, binning: str = "equal_mass", where=None,
-                              axis_name=None):
+def adafocal_validation_stats(
+  val_probs, val_labels, num_bins: int, *, binning: str = "equal_mass", where=None, axis_name=None
+):
   r"""Validation bins of AdaFocal: edges, calibration gaps :math:`C_{val,b} - A_{val,b}` and counts.
 
   The confidence of a validation sample is its top-1 probability :math:`c = \max_k p_k` and it is correct when
@@ -226,8 +227,9 @@ def adafocal_validation_stats(val_probs, val_labels, num_bins: int, *, binning: 
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"{fn}: `val_labels` must be integer class ids, got dtype {labels.dtype}.")
   if labels.shape != probs.shape[:-1]:
-    raise ValueError(f"{fn}: `val_labels` must have shape val_probs.shape[:-1] = {probs.shape[:-1]}, "
-                     f"got {labels.shape}.")
+    raise ValueError(
+      f"{fn}: `val_labels` must have shape val_probs.shape[:-1] = {probs.shape[:-1]}, got {labels.shape}."
+    )
   if where is not None:
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
@@ -258,9 +260,19 @@ def adafocal_validation_stats(val_probs, val_labels, num_bins: int, *, binning: 
   return edges, gaps, counts.astype(jnp.int32)
 
 
-def adafocal_update(state: AdaFocalState, val_probs, val_labels, *, lam: float = 1.0, gamma_max: float = 20.0,
-                    switch_threshold: float = 0.2, gamma_min: float = -2.0, binning: str = "equal_mass",
-                    where=None, axis_name=None) -> AdaFocalState:
+def adafocal_update(
+  state: AdaFocalState,
+  val_probs,
+  val_labels,
+  *,
+  lam: float = 1.0,
+  gamma_max: float = 20.0,
+  switch_threshold: float = 0.2,
+  gamma_min: float = -2.0,
+  binning: str = "equal_mass",
+  where=None,
+  axis_name=None,
+) -> AdaFocalState:
   r"""One AdaFocal epoch update of every bin's gamma from validation calibration (pure; jit with ``binning`` static).
 
   With :math:`g_b = C_{val,b} - A_{val,b}` from `adafocal_validation_stats`:
@@ -302,13 +314,15 @@ def adafocal_update(state: AdaFocalState, val_probs, val_labels, *, lam: float =
   if all(isinstance(v, numbers.Real) for v in (gamma_max, switch_threshold)) and switch_threshold >= gamma_max:
     raise ValueError(f"{fn}: `switch_threshold` ({switch_threshold}) must be smaller than `gamma_max` ({gamma_max}).")
   num_bins = gammas.shape[0]
-  edges, gaps, counts = adafocal_validation_stats(val_probs, val_labels, num_bins, binning=binning, where=where,
-                                                  axis_name=axis_name)
+  edges, gaps, counts = adafocal_validation_stats(
+    val_probs, val_labels, num_bins, binning=binning, where=where, axis_name=axis_name
+  )
   dtype = jnp.promote_types(gammas.dtype, edges.dtype)
   gammas = gammas.astype(dtype)
   step = jnp.exp(lam * gaps.astype(dtype))
   new = jnp.where(gammas > 0, gammas * step, gammas / step)
   new = jnp.where(jnp.abs(new) < switch_threshold, jnp.where(new > 0, -switch_threshold, switch_threshold), new)
   new = jnp.clip(new, gamma_min, gamma_max).astype(dtype)
-  return AdaFocalState(gammas=new, bin_edges=edges.astype(dtype), calibration_gaps=gaps.astype(dtype),
-                       bin_counts=counts)
+  return AdaFocalState(
+    gammas=new, bin_edges=edges.astype(dtype), calibration_gaps=gaps.astype(dtype), bin_counts=counts
+  )

@@ -164,8 +164,9 @@ def brier(logits, labels, *, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def nce_rce(logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: float = -4.0, where=None,
-            axis_name=None):
+def nce_rce(
+  logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: float = -4.0, where=None, axis_name=None
+):
   r"""Active-passive loss NCE+RCE: normalized cross-entropy plus reverse cross-entropy.
 
   .. math::

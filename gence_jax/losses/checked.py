@@ -20,12 +20,19 @@ def check_inputs(logits, labels, where=None):
   num_classes = logits.shape[-1]
   rows = jnp.ones(labels.shape, jnp.bool_) if where is None else jnp.asarray(where)
   bad_label = rows & ((labels < 0) | (labels >= num_classes))
-  checkify.check(~jnp.any(bad_label),
-                 f"labels must be in [0, {num_classes}); got {{n}} out-of-range label(s), e.g. {{value}}.",
-                 n=jnp.sum(bad_label), value=jnp.max(jnp.where(bad_label, jnp.abs(labels), -1)))
+  checkify.check(
+    ~jnp.any(bad_label),
+    f"labels must be in [0, {num_classes}); got {{n}} out-of-range label(s), e.g. {{value}}.",
+    n=jnp.sum(bad_label),
+    value=jnp.max(jnp.where(bad_label, jnp.abs(labels), -1)),
+  )
   bad_logit = rows & ~jnp.all(jnp.isfinite(logits), axis=-1)
-  checkify.check(~jnp.any(bad_logit), "logits contain NaN or Inf in {n} example(s), the first at flat index {i}.",
-                 n=jnp.sum(bad_logit), i=jnp.argmax(bad_logit.reshape(-1)))
+  checkify.check(
+    ~jnp.any(bad_logit),
+    "logits contain NaN or Inf in {n} example(s), the first at flat index {i}.",
+    n=jnp.sum(bad_logit),
+    i=jnp.argmax(bad_logit.reshape(-1)),
+  )
 
 
 class LossInputError(ValueError):

@@ -28,8 +28,9 @@ from gence_jax.losses._common import check_logits_labels, finalize
 def _log1mexp(a):
   """log(1 - exp(a)) for a <= 0, accurate on both sides of a = -log 2 (Maechler 2012)."""
   near_zero = a > -0.6931471805599453
-  return jnp.where(near_zero, jnp.log(-jnp.expm1(jnp.where(near_zero, a, -1.0))),
-                   jnp.log1p(-jnp.exp(jnp.where(near_zero, -1.0, a))))
+  return jnp.where(
+    near_zero, jnp.log(-jnp.expm1(jnp.where(near_zero, a, -1.0))), jnp.log1p(-jnp.exp(jnp.where(near_zero, -1.0, a)))
+  )
 
 
 def _lookup(table, idx):
@@ -106,13 +107,15 @@ def _gence_core_bwd(include_self, axis_name, res, g):
     own = gv / denom
   e_own = jnp.take_along_axis(e, yc[:, None], axis=-1)[:, 0]
   r = -gv + jnp.where(valid, rho - e_own * own, 0.0)
-  grad = (e * (jnp.where(valid[:, None], q - onehot * own[:, None], 0.0) - jnp.exp(m) * r[:, None])
-          - gv[:, None] * onehot)
+  grad = (
+    e * (jnp.where(valid[:, None], q - onehot * own[:, None], 0.0) - jnp.exp(m) * r[:, None]) - gv[:, None] * onehot
+  )
   return jnp.where(valid[:, None], grad, 0.0).astype(e.dtype), None, None
 
 
-_gence_core.defvjp(lambda z, y, valid, include_self, axis_name: _gence_forward(z, y, valid, include_self, axis_name),
-                   _gence_core_bwd)
+_gence_core.defvjp(
+  lambda z, y, valid, include_self, axis_name: _gence_forward(z, y, valid, include_self, axis_name), _gence_core_bwd
+)
 
 
 def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=None):

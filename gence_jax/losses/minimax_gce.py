@@ -123,6 +123,7 @@ def _solve_sparsemax(x, max_iter):
   changing, the root follows exactly from it. Rows that have not settled after `max_iter` steps (rare: it takes at
   most K steps) are solved by the exact sort-based rule instead.
   """
+
   def body(state):
     it, t, _ = state
     t_new = _sparsemax_root_from_support(x, 1.0 + x + t[..., None] > 0)
@@ -210,8 +211,16 @@ def mgce_nu(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max
   return t - shift
 
 
-def mgce(logits, labels, *, beta: float = DEFAULT_BETA, where=None, axis_name=None, tol: float | None = None,
-         max_iter: int = DEFAULT_MAX_ITER):
+def mgce(
+  logits,
+  labels,
+  *,
+  beta: float = DEFAULT_BETA,
+  where=None,
+  axis_name=None,
+  tol: float | None = None,
+  max_iter: int = DEFAULT_MAX_ITER,
+):
   r"""Minimax Generalized Cross-Entropy, one value per example.
 
   .. math:: \ell(z, y) = -z_y - \nu(z), \qquad \partial \ell / \partial z = w - e_y
@@ -247,8 +256,7 @@ def mgce_probs(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, 
   return h / jnp.sum(h, axis=-1, keepdims=True)
 
 
-def mgce_worst_case(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None,
-                    max_iter: int = DEFAULT_MAX_ITER):
+def mgce_worst_case(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max_iter: int = DEFAULT_MAX_ITER):
   r"""The worst-case distribution :math:`w_c = \psi_c^{\beta-1}/\sum_k\psi_k^{\beta-1}` (so that
   :math:`\nabla_z \ell = w - e_y`). Not differentiable (it is a gradient already)."""
   logits = jax.lax.stop_gradient(_check_logits(logits, "mgce_worst_case"))

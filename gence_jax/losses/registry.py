@@ -63,16 +63,16 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "cross_entropy": _Entry(baselines.cross_entropy),
-    "generalized_ce": _Entry(baselines.generalized_ce),
-    "mae": _Entry(baselines.mae),
-    "focal": _Entry(baselines.focal),
-    "flsd53": _Entry(baselines.flsd53),
-    "dual_focal": _Entry(baselines.dual_focal),
-    "brier": _Entry(baselines.brier),
-    "nce_rce": _Entry(baselines.nce_rce),
-    "gence": _Entry(gence_lib.gence, couples_batch=True),
-    "mgce": _Entry(mgce_lib.mgce, link=mgce_lib.mgce_probs, link_hparams=("beta", "tol", "max_iter")),
+  "cross_entropy": _Entry(baselines.cross_entropy),
+  "generalized_ce": _Entry(baselines.generalized_ce),
+  "mae": _Entry(baselines.mae),
+  "focal": _Entry(baselines.focal),
+  "flsd53": _Entry(baselines.flsd53),
+  "dual_focal": _Entry(baselines.dual_focal),
+  "brier": _Entry(baselines.brier),
+  "nce_rce": _Entry(baselines.nce_rce),
+  "gence": _Entry(gence_lib.gence, couples_batch=True),
+  "mgce": _Entry(mgce_lib.mgce, link=mgce_lib.mgce_probs, link_hparams=("beta", "tol", "max_iter")),
 }
 _ALIASES = {"ce": "cross_entropy", "lq": "generalized_ce", "gce": "generalized_ce"}
 
@@ -95,17 +95,24 @@ def get_loss(name: str, **hparams) -> Loss:
   """
   key = _ALIASES.get(name, name)
   if key not in _REGISTRY:
-    raise ValueError(f"get_loss: unknown loss name {name!r}; expected one of {available_losses()} "
-                     f"(aliases {sorted(_ALIASES)}).")
+    raise ValueError(
+      f"get_loss: unknown loss name {name!r}; expected one of {available_losses()} (aliases {sorted(_ALIASES)})."
+    )
   entry = _REGISTRY[key]
   allowed = _hparam_names(entry.fn)
   unknown = set(hparams) - allowed
   if unknown:
-    raise ValueError(f"get_loss: loss {key!r} takes hyper-parameters {sorted(allowed)}, "
-                     f"got unknown {sorted(unknown)}.")
+    raise ValueError(f"get_loss: loss {key!r} takes hyper-parameters {sorted(allowed)}, got unknown {sorted(unknown)}.")
   # Trace once on a tiny input: hyper-parameter checks run at trace time, so bad values raise here, not mid-run.
-  jax.eval_shape(lambda z, y: entry.fn(z, y, **hparams), jax.ShapeDtypeStruct((2, 2), "float32"),
-                 jax.ShapeDtypeStruct((2,), "int32"))
+  jax.eval_shape(
+    lambda z, y: entry.fn(z, y, **hparams), jax.ShapeDtypeStruct((2, 2), "float32"), jax.ShapeDtypeStruct((2,), "int32")
+  )
   link_hparams = {k: v for k, v in hparams.items() if k in entry.link_hparams}
-  return Loss(name=key, hparams=dict(hparams), fn=entry.fn, link=entry.link, link_hparams=link_hparams,
-              couples_batch=entry.couples_batch)
+  return Loss(
+    name=key,
+    hparams=dict(hparams),
+    fn=entry.fn,
+    link=entry.link,
+    link_hparams=link_hparams,
+    couples_batch=entry.couples_batch,
+  )

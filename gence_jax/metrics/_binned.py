@@ -86,11 +86,14 @@ class CalibrationStats:
     m = _validate.check_num_bins(num_bins)
     cls_part = {}
     if num_classes is not None:
-      cls_part = dict(class_count=jnp.zeros((num_classes, m), jnp.int32),
-                      class_conf_sum=jnp.zeros((num_classes, m), dtype),
-                      class_hits=jnp.zeros((num_classes, m), jnp.int32))
-    return cls(count=jnp.zeros((m,), jnp.int32), conf_sum=jnp.zeros((m,), dtype),
-               correct=jnp.zeros((m,), jnp.int32), **cls_part)
+      cls_part = dict(
+        class_count=jnp.zeros((num_classes, m), jnp.int32),
+        class_conf_sum=jnp.zeros((num_classes, m), dtype),
+        class_hits=jnp.zeros((num_classes, m), jnp.int32),
+      )
+    return cls(
+      count=jnp.zeros((m,), jnp.int32), conf_sum=jnp.zeros((m,), dtype), correct=jnp.zeros((m,), jnp.int32), **cls_part
+    )
 
 
 def merge(a, b):
@@ -134,8 +137,9 @@ def _valid(where, n):
   return jnp.ones((n,), jnp.bool_) if where is None else where
 
 
-def calibration_stats(probs, labels, *, num_bins: int = 15, where=None, classwise: bool = True,
-                      axis_name=None) -> CalibrationStats:
+def calibration_stats(
+  probs, labels, *, num_bins: int = 15, where=None, classwise: bool = True, axis_name=None
+) -> CalibrationStats:
   """Per-bin sufficient statistics of a batch of predictions.
 
   Args:

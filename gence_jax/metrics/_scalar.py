@@ -68,8 +68,13 @@ class EvalStats:
 def _eval_core(probs, labels, valid, *, num_bins, eps):
   correct, nll_i, brier_i = _per_example(probs, labels, valid, eps)
   calib = _binned._stats_core(probs, labels, valid, num_bins=num_bins, classwise=True)
-  return EvalStats(num_examples=jnp.sum(valid, dtype=jnp.int32), num_correct=jnp.sum(correct, dtype=jnp.int32),
-                   nll_sum=jnp.sum(nll_i), brier_sum=jnp.sum(brier_i), calibration=calib)
+  return EvalStats(
+    num_examples=jnp.sum(valid, dtype=jnp.int32),
+    num_correct=jnp.sum(correct, dtype=jnp.int32),
+    nll_sum=jnp.sum(nll_i),
+    brier_sum=jnp.sum(brier_i),
+    calibration=calib,
+  )
 
 
 def eval_stats(probs, labels, *, num_bins: int = 15, where=None, axis_name=None, nll_eps=None) -> EvalStats:
@@ -98,14 +103,14 @@ def compute_eval_stats(stats: EvalStats) -> dict:
   n = stats.num_examples.astype(dt)
   c = stats.calibration
   return {
-      "num_examples": stats.num_examples,
-      "accuracy": stats.num_correct.astype(dt) / n,
-      "nll": stats.nll_sum / n,
-      "brier": stats.brier_sum / n,
-      "ece": _binned.ece_from_stats(c),
-      "mce": _binned.mce_from_stats(c),
-      "classwise_ece": _binned.classwise_ece_from_stats(c),
-      "sce": _binned.sce_from_stats(c),
+    "num_examples": stats.num_examples,
+    "accuracy": stats.num_correct.astype(dt) / n,
+    "nll": stats.nll_sum / n,
+    "brier": stats.brier_sum / n,
+    "ece": _binned.ece_from_stats(c),
+    "mce": _binned.mce_from_stats(c),
+    "classwise_ece": _binned.classwise_ece_from_stats(c),
+    "sce": _binned.sce_from_stats(c),
   }
 
 

@@ -37,8 +37,9 @@ def check_labels_where(labels, where, n: int, *, labels_name: str = "labels"):
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
-        f"{labels_name} must be integer class indices (shape [N]); got dtype {labels.dtype}. "
-        "Convert with labels.astype(jnp.int32) (one-hot labels: use argmax).")
+      f"{labels_name} must be integer class indices (shape [N]); got dtype {labels.dtype}. "
+      "Convert with labels.astype(jnp.int32) (one-hot labels: use argmax)."
+    )
   if labels.shape != (n,):
     raise ValueError(f"{labels_name} must have shape [N] = ({n},) to match the predictions; got shape {labels.shape}")
   if where is not None:
@@ -62,8 +63,16 @@ def _probs_summary(xp, probs, labels, valid):
   bad = valid & ~(xp.abs(sums - 1) <= sum_tolerance(probs.dtype))
   first_bad = xp.argmax(bad)
   y = xp.where(valid, labels, 0)
-  return (xp.any(valid), xp.all(xp.isfinite(p)), xp.min(p), xp.any(bad), first_bad, sums[first_bad], xp.min(y),
-          xp.max(y))
+  return (
+    xp.any(valid),
+    xp.all(xp.isfinite(p)),
+    xp.min(p),
+    xp.any(bad),
+    first_bad,
+    sums[first_bad],
+    xp.min(y),
+    xp.max(y),
+  )
 
 
 def _logits_summary(xp, logits, labels, valid):
@@ -71,8 +80,10 @@ def _logits_summary(xp, logits, labels, valid):
   return xp.any(valid), xp.all(xp.isfinite(xp.where(valid[:, None], logits, 0))), xp.min(y), xp.max(y)
 
 
-_JITTED = {"probs": jax.jit(functools.partial(_probs_summary, jnp)),
-           "logits": jax.jit(functools.partial(_logits_summary, jnp))}
+_JITTED = {
+  "probs": jax.jit(functools.partial(_probs_summary, jnp)),
+  "logits": jax.jit(functools.partial(_logits_summary, jnp)),
+}
 _NUMPY = {"probs": functools.partial(_probs_summary, np), "logits": functools.partial(_logits_summary, np)}
 
 
@@ -118,8 +129,9 @@ def check_probs(probs, labels, where, *, num_bins=None, check_values: bool = Tru
         raise ValueError(f"probs must be non-negative; found minimum {pmin:.3g} in an unmasked row")
       if any_bad:
         raise ValueError(
-            f"rows of probs must sum to 1 (within {sum_tolerance(probs.dtype):.3g}); row {int(first_bad)} sums to {bad_sum:.6g}. "
-            "Did you pass logits instead of probabilities?")
+          f"rows of probs must sum to 1 (within {sum_tolerance(probs.dtype):.3g}); row {int(first_bad)} sums to {bad_sum:.6g}. "
+          "Did you pass logits instead of probabilities?"
+        )
       _check_label_range(int(ymin), int(ymax), k)
   return probs, labels, where
 

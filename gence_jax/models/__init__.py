@@ -56,8 +56,9 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   return _REGISTRY[key](num_classes=num_classes, **kwargs)
 
 
-def init_model(model: nn.Module, rng: jax.Array, input_shape: Sequence[int], batch_size: int = 2,
-               dtype: Any = jnp.float32) -> Dict[str, Any]:
+def init_model(
+  model: nn.Module, rng: jax.Array, input_shape: Sequence[int], batch_size: int = 2, dtype: Any = jnp.float32
+) -> Dict[str, Any]:
   """Initialises ``model`` on zeros of shape ``(batch_size, *input_shape)`` (``input_shape`` is one example's shape).
 
   Returns the variables dict: ``{"params": ...}`` plus ``"batch_stats"`` for models with BatchNorm. Initialisation runs

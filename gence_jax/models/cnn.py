@@ -44,8 +44,16 @@ class CNN(nn.Module):
       x = x[..., None]
     x = x.astype(self.dtype)
     for i, width in enumerate(self.features):
-      x = nn.Conv(width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                  kernel_init=conv_kernel_init, name=f"conv{i + 1}")(x)
+      x = nn.Conv(
+        width,
+        (3, 3),
+        padding="SAME",
+        use_bias=False,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=conv_kernel_init,
+        name=f"conv{i + 1}",
+      )(x)
       x = nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=f"bn{i + 1}")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     x = x.reshape(x.shape[0], -1)

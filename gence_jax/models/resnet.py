@@ -41,20 +41,43 @@ BN_EPSILON = 1e-5
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def batch_norm(train: bool, *, dtype: Any = jnp.float32, axis_name: Optional[str] = None, zero_scale: bool = False,
-               name: Optional[str] = None) -> nn.BatchNorm:
+def batch_norm(
+  train: bool,
+  *,
+  dtype: Any = jnp.float32,
+  axis_name: Optional[str] = None,
+  zero_scale: bool = False,
+  name: Optional[str] = None,
+) -> nn.BatchNorm:
   """The BatchNorm used by every model here: momentum 0.9, epsilon 1e-5, float32 parameters and statistics."""
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                      param_dtype=jnp.float32, axis_name=axis_name,
-                      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones, name=name)
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    axis_name=axis_name,
+    scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+    name=name,
+  )
 
 
-def conv(features: int, kernel: int, stride: int = 1, *, dtype: Any = jnp.float32,
-         name: Optional[str] = None) -> nn.Conv:
+def conv(
+  features: int, kernel: int, stride: int = 1, *, dtype: Any = jnp.float32, name: Optional[str] = None
+) -> nn.Conv:
   """Bias-free ``kernel x kernel`` convolution with PyTorch-style symmetric padding ``kernel // 2``."""
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)), use_bias=False,
-                 dtype=dtype, param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=conv_kernel_init,
+    name=name,
+  )
 
 
 class BasicBlock(nn.Module):
@@ -152,8 +175,14 @@ class ResNet(nn.Module):
     for stage, num_blocks in enumerate(self.stage_sizes):
       for i in range(num_blocks):
         stride = 2 if stage > 0 and i == 0 else 1
-        x = block_cls(self.width * 2**stage, stride, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                      zero_init_residual=self.zero_init_residual, name=f"stage{stage + 1}_block{i + 1}")(x, train)
+        x = block_cls(
+          self.width * 2**stage,
+          stride,
+          dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
+          zero_init_residual=self.zero_init_residual,
+          name=f"stage{stage + 1}_block{i + 1}",
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
     return x.astype(jnp.float32)

@@ -76,9 +76,14 @@ class WideResNet(nn.Module):
     x = conv(16, 3, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
     for group, stride in enumerate((1, 2, 2)):
       for i in range(n):
-        x = WideBasicBlock(16 * 2**group * self.widen_factor, stride if i == 0 else 1, self.dropout_rate,
-                           dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                           name=f"group{group + 1}_block{i + 1}")(x, train)
+        x = WideBasicBlock(
+          16 * 2**group * self.widen_factor,
+          stride if i == 0 else 1,
+          self.dropout_rate,
+          dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
+          name=f"group{group + 1}_block{i + 1}",
+        )(x, train)
     x = nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="final_bn")(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)

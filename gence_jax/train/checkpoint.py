@@ -24,14 +24,15 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-
   def __init__(self, directory: str, *, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
     # one unnamed item, fixed here: otherwise orbax infers the mode from the newest step folder, and one whose item
     # folder is missing would make every step unreadable
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_handlers=ocp.StandardCheckpointHandler())
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_handlers=ocp.StandardCheckpointHandler(),
+    )
 
   def all_steps(self) -> list[int]:
     """Finalised steps, as orbax lists them."""
@@ -41,8 +42,9 @@ class Checkpointer:
     """Every integer-named folder in the directory (finalised or not)."""
     if not os.path.isdir(self.directory):
       return []
-    return sorted(int(n) for n in os.listdir(self.directory)
-                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
+    return sorted(
+      int(n) for n in os.listdir(self.directory) if n.isdigit() and os.path.isdir(os.path.join(self.directory, n))
+    )
 
   def save(self, step: int, state, *, force: bool = False) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
@@ -94,12 +96,18 @@ class Checkpointer:
           return state, step
       errors.append(f"step {step}: {reason}")
       unreadable.append(step)
-      warnings.warn(f"checkpoint at step {step} in {self.directory} could not be read ({reason}); "
-                    "falling back to the previous one", RuntimeWarning, stacklevel=2)
+      warnings.warn(
+        f"checkpoint at step {step} in {self.directory} could not be read ({reason}); falling back to the previous one",
+        RuntimeWarning,
+        stacklevel=2,
+      )
     if steps:
-      raise CheckpointError(f"none of the checkpoints {steps} in {self.directory} can be read:\n  " +
-                            "\n  ".join(errors) + "\nRefusing to restart from scratch: move the directory away to "
-                            "start a new run.")
+      raise CheckpointError(
+        f"none of the checkpoints {steps} in {self.directory} can be read:\n  "
+        + "\n  ".join(errors)
+        + "\nRefusing to restart from scratch: move the directory away to "
+        "start a new run."
+      )
     return None, 0
 
   def close(self) -> None:

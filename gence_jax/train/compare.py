@@ -18,8 +18,18 @@ import numpy as np
 from gence_jax.train.config import apply_overrides, validate
 from gence_jax.train.loop import train_and_evaluate
 
-COLUMNS = (("raw", "accuracy"), ("raw", "nll"), ("raw", "ece"), ("raw", "sce"), ("ts", "nll"), ("ts", "ece"),
-           ("ts", "sce"), ("ats", "nll"), ("ats", "ece"), ("ats", "sce"))
+COLUMNS = (
+  ("raw", "accuracy"),
+  ("raw", "nll"),
+  ("raw", "ece"),
+  ("raw", "sce"),
+  ("ts", "nll"),
+  ("ts", "ece"),
+  ("ts", "sce"),
+  ("ats", "nll"),
+  ("ats", "ece"),
+  ("ats", "sce"),
+)
 
 
 def _slug(regime: str) -> str:
@@ -36,8 +46,9 @@ def parse_loss_spec(spec: str) -> tuple[str, list[str]]:
   return spec, overrides
 
 
-def run_grid(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence[int],
-             regimes: Sequence[str] = ("",)) -> dict:
+def run_grid(
+  base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence[int], regimes: Sequence[str] = ("",)
+) -> dict:
   """Runs every (regime, loss, seed) cell and returns ``{regime: {loss: [results per seed]}}``."""
   plans = []
   for regime in regimes:
@@ -49,8 +60,9 @@ def run_grid(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequenc
         with config.unlocked():
           config.dataset.regimes = regime
         validate(config)  # every cell is checked before the first one trains
-        run_dir = os.path.join(workdir, _slug(regime),
-                               spec.replace(":", "_").replace("=", "").replace(";", "_"), f"seed{seed}")
+        run_dir = os.path.join(
+          workdir, _slug(regime), spec.replace(":", "_").replace("=", "").replace(";", "_"), f"seed{seed}"
+        )
         plans.append((regime, spec, seed, config, run_dir))
   grid: dict = {}
   for i, (regime, spec, seed, config, run_dir) in enumerate(plans):
@@ -62,7 +74,8 @@ def run_grid(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequenc
       print(f"[{i + 1}/{len(plans)}] regime={regime or 'clean'} loss={spec} seed={seed}", flush=True)
       result = train_and_evaluate(config, run_dir)
     grid.setdefault(regime or "clean", {}).setdefault(spec, []).append(
-        {"seed": seed, "test": result["test"], "data": result["data"].get("label_noise"), "workdir": run_dir})
+      {"seed": seed, "test": result["test"], "data": result["data"].get("label_noise"), "workdir": run_dir}
+    )
   return grid
 
 
@@ -84,8 +97,10 @@ def markdown_table(summary: dict, dataset: str) -> str:
   for regime, by_loss in summary.items():
     seeds = next(iter(by_loss.values()))["seeds"]
     lines.append(f"### {dataset}, {regime}: test metrics, mean +/- std over seeds {seeds}")
-    lines.append("accuracy, ECE, SCE in %; NLL in nats; ECE/SCE with the configured bins; TS and ATS fitted on the "
-                 "validation split.")
+    lines.append(
+      "accuracy, ECE, SCE in %; NLL in nats; ECE/SCE with the configured bins; TS and ATS fitted on the "
+      "validation split."
+    )
     lines.append("")
     header = ["loss"] + [metric if stage == "raw" else f"{metric} ({stage.upper()})" for stage, metric in COLUMNS]
     lines.append("| " + " | ".join(header) + " |")
@@ -101,8 +116,9 @@ def markdown_table(summary: dict, dataset: str) -> str:
   return "\n".join(lines)
 
 
-def compare(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence[int],
-            regimes: Sequence[str] = ("",)) -> dict:
+def compare(
+  base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence[int], regimes: Sequence[str] = ("",)
+) -> dict:
   """Runs the grid, prints the Markdown table and writes ``summary.json`` and ``summary.md`` to `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   grid = run_grid(base_config, workdir, losses=losses, seeds=seeds, regimes=regimes)
@@ -110,8 +126,18 @@ def compare(base_config, workdir: str, *, losses: Sequence[str], seeds: Sequence
   table = markdown_table(summary, base_config.dataset.name)
   print(table)
   with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump({"config": base_config.to_dict(), "losses": list(losses), "seeds": list(seeds),
-               "regimes": list(regimes), "summary": summary, "runs": grid}, f, indent=2)
+    json.dump(
+      {
+        "config": base_config.to_dict(),
+        "losses": list(losses),
+        "seeds": list(seeds),
+        "regimes": list(regimes),
+        "summary": summary,
+        "runs": grid,
+      },
+      f,
+      indent=2,
+    )
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(table + "\n")
   _plot(grid, workdir)
@@ -131,9 +157,12 @@ def _reliability(grid: dict, workdir: str, num_bins: int) -> None:
         with np.load(path) as f:
           curves[spec] = (f["test_probs"], f["test_labels"])
     if curves:
-      plots.reliability_diagram(curves, num_bins=num_bins, path=os.path.join(workdir, f"reliability_{_slug(regime)}.png"),
-                                title=f"{regime}: test, seed {by_loss[next(iter(by_loss))][0]['seed']}, "
-                                      "before calibration")
+      plots.reliability_diagram(
+        curves,
+        num_bins=num_bins,
+        path=os.path.join(workdir, f"reliability_{_slug(regime)}.png"),
+        title=f"{regime}: test, seed {by_loss[next(iter(by_loss))][0]['seed']}, before calibration",
+      )
 
 
 def _plot(grid: dict, workdir: str) -> None:
@@ -150,8 +179,14 @@ def _plot(grid: dict, workdir: str) -> None:
     xs = np.arange(len(specs))
     for j, stage in enumerate(("raw", "ts", "ats")):
       vals = [[100 * r["test"][stage]["ece"] for r in grid[regime][s]] for s in specs]
-      ax.bar(xs + (j - 1) * 0.27, [np.mean(v) for v in vals], 0.27, yerr=[np.std(v) for v in vals],
-             label=stage.upper() if stage != "raw" else "raw", capsize=2)
+      ax.bar(
+        xs + (j - 1) * 0.27,
+        [np.mean(v) for v in vals],
+        0.27,
+        yerr=[np.std(v) for v in vals],
+        label=stage.upper() if stage != "raw" else "raw",
+        capsize=2,
+      )
     ax.set_xticks(xs, specs, rotation=30, ha="right")
     ax.set_ylabel("test ECE (%)")
     ax.set_title(regime)

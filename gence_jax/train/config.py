@@ -107,8 +107,7 @@ def _merge_into(base, new, prefix):
       base[key] = ml_collections.ConfigDict(dict(value))
       continue
     if key not in base:
-      raise ValueError(f"unknown config key {path!r}; known keys under {prefix or 'the root'}: "
-                       f"{sorted(base.keys())}")
+      raise ValueError(f"unknown config key {path!r}; known keys under {prefix or 'the root'}: {sorted(base.keys())}")
     if isinstance(base[key], ml_collections.ConfigDict):
       _merge_into(base[key], value, prefix=path + ".")
     else:
@@ -138,7 +137,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     value = _parse_value(text)
     node, parts = config, path.split(".")
     for i, part in enumerate(parts[:-1]):
-      prefix = ".".join(parts[:i + 1])
+      prefix = ".".join(parts[: i + 1])
       if part not in node:
         raise ValueError(f"unknown config key {prefix!r}")
       node = node[part]
@@ -175,15 +174,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "optimizer.schedule", SCHEDULES)
   _choice(config, "train.dtype", DTYPES)
   _choice(config, "train.mode", MODES)
-  positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
-              "train.eval_batch_size": config.train.eval_batch_size,
-              "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
-              "train.log_every_steps": config.train.log_every_steps,
-              "train.keep_checkpoints": config.train.keep_checkpoints,
-              "train.eval_every_epochs": config.train.eval_every_epochs,
-              "optimizer.learning_rate": config.optimizer.learning_rate,
-              "calibration.num_bins": config.calibration.num_bins,
-              "calibration.ats_pieces": config.calibration.ats_pieces}
+  positive = {
+    "train.epochs": config.train.epochs,
+    "train.batch_size": config.train.batch_size,
+    "train.eval_batch_size": config.train.eval_batch_size,
+    "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+    "train.log_every_steps": config.train.log_every_steps,
+    "train.keep_checkpoints": config.train.keep_checkpoints,
+    "train.eval_every_epochs": config.train.eval_every_epochs,
+    "optimizer.learning_rate": config.optimizer.learning_rate,
+    "calibration.num_bins": config.calibration.num_bins,
+    "calibration.ats_pieces": config.calibration.ats_pieces,
+  }
   for key, value in positive.items():
     if not value > 0:
       raise ValueError(f"config key {key!r} must be > 0, got {value!r}")
@@ -203,8 +205,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except (ValueError, TypeError) as e:
     raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
   if config.model.name not in models.available_models():
-    raise ValueError(f"config key 'model.name': unknown model {config.model.name!r}; "
-                     f"expected one of {models.available_models()}")
+    raise ValueError(
+      f"config key 'model.name': unknown model {config.model.name!r}; expected one of {models.available_models()}"
+    )
   try:  # flax modules are dataclasses: an unknown keyword is a TypeError at construction, before any tracing
     models.get_model(config.model.name, num_classes=2, **dict(config.model.kwargs))
   except TypeError as e:
@@ -225,8 +228,8 @@ def _check_dataset_name(name: str, data_dir: str) -> None:
     return
   for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
     if low.startswith(prefix):
-      if not os.path.isdir(name[len(prefix):]):
-        raise FileNotFoundError(f"config key 'dataset.name': Tiny-ImageNet folder not found: {name[len(prefix):]!r}")
+      if not os.path.isdir(name[len(prefix) :]):
+        raise FileNotFoundError(f"config key 'dataset.name': Tiny-ImageNet folder not found: {name[len(prefix) :]!r}")
       return
   if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200"):
     if not data_dir:
@@ -238,5 +241,7 @@ def _check_dataset_name(name: str, data_dir: str) -> None:
     return
   if os.path.isdir(name):
     return
-  raise ValueError(f"config key 'dataset.name': unknown dataset {name!r}; expected 'digits', one of "
-                   f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file")
+  raise ValueError(
+    f"config key 'dataset.name': unknown dataset {name!r}; expected 'digits', one of "
+    f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file"
+  )

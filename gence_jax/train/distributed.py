@@ -28,8 +28,10 @@ def initialize(cfg) -> bool:
     num = cfg.num_processes or int(os.environ.get("GENCE_JAX_NUM_PROCESSES", "0"))
     pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("GENCE_JAX_PROCESS_ID", "-1"))
     if num < 1 or pid < 0:
-      raise ValueError("multi-host run: set distributed.num_processes and distributed.process_id (or "
-                       "GENCE_JAX_NUM_PROCESSES / GENCE_JAX_PROCESS_ID) together with the coordinator address")
+      raise ValueError(
+        "multi-host run: set distributed.num_processes and distributed.process_id (or "
+        "GENCE_JAX_NUM_PROCESSES / GENCE_JAX_PROCESS_ID) together with the coordinator address"
+      )
     jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
   _initialized = True
   return jax.process_count() > 1

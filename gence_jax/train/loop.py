@@ -100,15 +100,21 @@ class Runner:
     self.input_key = input_key
     self.devices = jax.devices()
     if self.mode == "jit":
-      self.mesh = jax.make_mesh((len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                                devices=self.devices)
+      self.mesh = jax.make_mesh(
+        (len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=self.devices
+      )
       self.replicated = NamedSharding(self.mesh, P())
       self.batch_sharding = NamedSharding(self.mesh, P("data"))
       step = make_train_step(model, loss, tx, l1=l1)
-      self._step = jax.jit(step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
-                           out_shardings=(self.replicated, self.replicated), donate_argnums=0)
-      self._predict = jax.jit(make_predict(model), in_shardings=(self.replicated, self.batch_sharding),
-                              out_shardings=self.batch_sharding)
+      self._step = jax.jit(
+        step,
+        in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=0,
+      )
+      self._predict = jax.jit(
+        make_predict(model), in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.batch_sharding
+      )
     else:
       if jax.process_count() > 1:
         raise ValueError("config key 'train.mode': the pmap path runs on one host; use 'jit' for multi-host runs")
@@ -128,7 +134,8 @@ class Runner:
     stacked = NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("data",)), P("data"))
     state = jax.device_get(state)
     return jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (len(devices), *np.shape(x))), stacked), state)
+      lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (len(devices), *np.shape(x))), stacked), state
+    )
 
   def place_key(self, key):
     return jax.device_put(key, self.replicated) if self.mode == "jit" else key
@@ -162,11 +169,13 @@ class Runner:
 def predict_split(runner, state, data, split: str, batch_size: int):
   """float32 logits and labels of every example of `split` (this process's rows; padding dropped)."""
   logits, labels = [], []
-  for batch in data.eval_batches(split, batch_size, process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
+  for batch in data.eval_batches(
+    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  ):
     out = runner.predict(state, batch)
-    out = np.asarray(jax.experimental.multihost_utils.process_allgather(out, tiled=True)
-                     if jax.process_count() > 1 else out)
+    out = np.asarray(
+      jax.experimental.multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else out
+    )
     if jax.process_count() > 1:
       mask = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["mask"], tiled=True))
       lab = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["label"], tiled=True))
@@ -188,12 +197,16 @@ def calibrate_and_score(loss, val, test, cfg) -> dict:
   """Test metrics through the loss's link: raw, after TS and after ATS, both fitted on validation."""
   (val_logits, val_labels), (test_logits, test_labels) = val, test
   ts = calibration.fit_temperature(val_logits, val_labels, link=loss.probs)
-  ats = calibration.fit_ats(val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces,
-                            min_count=cfg.ats_min_count)
-  out = {"raw": score(loss.probs(test_logits), test_labels, cfg.num_bins),
-         "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins),
-         "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins),
-         "temperature": float(ts.temperature), "ats_temperatures": np.asarray(ats.temperatures).tolist()}
+  ats = calibration.fit_ats(
+    val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces, min_count=cfg.ats_min_count
+  )
+  out = {
+    "raw": score(loss.probs(test_logits), test_labels, cfg.num_bins),
+    "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins),
+    "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins),
+    "temperature": float(ts.temperature),
+    "ats_temperatures": np.asarray(ats.temperatures).tolist(),
+  }
   out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins)
   return out
 
@@ -204,8 +217,10 @@ def check_devices(config) -> None:
   for key in ("batch_size", "eval_batch_size"):
     size = config.train[key]
     if size % devices or size % processes:
-      raise ValueError(f"config key 'train.{key}' ({size}) must be divisible by the number of devices ({devices}) "
-                       f"and of processes ({processes})")
+      raise ValueError(
+        f"config key 'train.{key}' ({size}) must be divisible by the number of devices ({devices}) "
+        f"and of processes ({processes})"
+      )
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -220,16 +235,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   check_devices(config)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
-  data = load_dataset(config.dataset.name, seed=config.seed, val_fraction=config.dataset.val_fraction,
-                      data_dir=config.dataset.data_dir or None, regimes=config.dataset.regimes or (),
-                      as_images=config.dataset.as_images)
+  data = load_dataset(
+    config.dataset.name,
+    seed=config.seed,
+    val_fraction=config.dataset.val_fraction,
+    data_dir=config.dataset.data_dir or None,
+    regimes=config.dataset.regimes or (),
+    as_images=config.dataset.as_images,
+  )
   loss = build_loss(config)
   model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
   cfg_t = config.train
   steps_per_epoch = data.steps_per_epoch(cfg_t.batch_size)
   if steps_per_epoch < 1:
-    raise ValueError(f"config key 'train.batch_size' ({cfg_t.batch_size}) is larger than the training split "
-                     f"({len(data.y_train)} examples)")
+    raise ValueError(
+      f"config key 'train.batch_size' ({cfg_t.batch_size}) is larger than the training split "
+      f"({len(data.y_train)} examples)"
+    )
   total_steps = steps_per_epoch * cfg_t.epochs
   tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
   key = jax.random.PRNGKey(config.seed)
@@ -239,9 +261,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     state = runner.restore_template(create_state(model, tx, init_key, sample))
   except (TypeError, ValueError) as e:
-    raise ValueError(f"config key 'model.kwargs': cannot build {config.model.name!r} with "
-                     f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
-                     ) from e
+    raise ValueError(
+      f"config key 'model.kwargs': cannot build {config.model.name!r} with "
+      f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
+    ) from e
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=cfg_t.keep_checkpoints)
   try:  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
@@ -249,19 +272,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if restored is not None:
       state = restored
     if start_step > total_steps:
-      raise ValueError(f"the checkpoint in {ckpt.directory} is at step {start_step}, beyond this config's "
-                       f"{total_steps} steps: use a new work directory")
+      raise ValueError(
+        f"the checkpoint in {ckpt.directory} is at step {start_step}, beyond this config's "
+        f"{total_steps} steps: use a new work directory"
+      )
     writer = MetricsWriter(workdir)
-    writer.write({"event": "start", "step": start_step, "total_steps": total_steps, "devices": jax.device_count(),
-                  "processes": jax.process_count(), "config": config.to_dict()})
+    writer.write(
+      {
+        "event": "start",
+        "step": start_step,
+        "total_steps": total_steps,
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+        "config": config.to_dict(),
+      }
+    )
     state = runner.place_state(state)
     step_key = runner.place_key(step_key)
 
-    batches = data.train_batches(cfg_t.batch_size, seed=config.seed, num_epochs=cfg_t.epochs, start_step=start_step,
-                                 augment=config.dataset.augment, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
-    bar = tqdm(total=total_steps, initial=start_step, disable=not cfg_t.progress or jax.process_index() != 0,
-               desc=f"{config.loss.name}/{config.model.name}", dynamic_ncols=True)
+    batches = data.train_batches(
+      cfg_t.batch_size,
+      seed=config.seed,
+      num_epochs=cfg_t.epochs,
+      start_step=start_step,
+      augment=config.dataset.augment,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    bar = tqdm(
+      total=total_steps,
+      initial=start_step,
+      disable=not cfg_t.progress or jax.process_index() != 0,
+      desc=f"{config.loss.name}/{config.model.name}",
+      dynamic_ncols=True,
+    )
     last_good = ckpt.all_steps()[-1] if ckpt.all_steps() else None
     pending = []
     train_time = 0.0
@@ -277,9 +321,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if bool(mm["nonfinite"]):
             where = "none (the run started from scratch)" if last_good is None else f"step {last_good}"
             raise TrainingDivergedError(
-                f"training diverged: non-finite loss or gradient at step {s} (loss={float(mm['loss'])}, "
-                f"grad_norm={float(mm['grad_norm'])}); that update was not applied. Last good checkpoint: {where} "
-                f"in {ckpt.directory}.", step=s, last_checkpoint=last_good)
+              f"training diverged: non-finite loss or gradient at step {s} (loss={float(mm['loss'])}, "
+              f"grad_norm={float(mm['grad_norm'])}); that update was not applied. Last good checkpoint: {where} "
+              f"in {ckpt.directory}.",
+              step=s,
+              last_checkpoint=last_good,
+            )
         last = {k: float(v) for k, v in mm.items() if k != "nonfinite"}
         writer.write({"event": "train", "step": done, "epoch": done / steps_per_epoch, **last})
         bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
@@ -289,31 +336,56 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
         ckpt.save(done, runner.host_state(state), force=done == total_steps)
         last_good = done
-      if done % steps_per_epoch == 0 and ((done // steps_per_epoch) % cfg_t.eval_every_epochs == 0
-                                          or done == total_steps):
+      if done % steps_per_epoch == 0 and (
+        (done // steps_per_epoch) % cfg_t.eval_every_epochs == 0 or done == total_steps
+      ):
         val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-        writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val",
-                      **score(loss.probs(val[0]), val[1], config.calibration.num_bins)})
+        writer.write(
+          {
+            "event": "eval",
+            "step": done,
+            "epoch": done // steps_per_epoch,
+            "split": "val",
+            **score(loss.probs(val[0]), val[1], config.calibration.num_bins),
+          }
+        )
     bar.close()
     ckpt.wait()
 
     val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
     test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
-    results = {"config": config.to_dict(), "seed": config.seed, "data": data.info, "steps": total_steps,
-               "resumed_from_step": start_step, "devices": jax.device_count(), "processes": jax.process_count(),
-               "train_seconds": train_time, "seconds": time.time() - t0,
-               "test": calibrate_and_score(loss, val, test, config.calibration)}
+    results = {
+      "config": config.to_dict(),
+      "seed": config.seed,
+      "data": data.info,
+      "steps": total_steps,
+      "resumed_from_step": start_step,
+      "devices": jax.device_count(),
+      "processes": jax.process_count(),
+      "train_seconds": train_time,
+      "seconds": time.time() - t0,
+      "test": calibrate_and_score(loss, val, test, config.calibration),
+    }
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(_jsonable(results), f, indent=2, allow_nan=False)
       test_probs = np.asarray(loss.probs(test[0]))
-      np.savez_compressed(os.path.join(workdir, "predictions.npz"), test_logits=test[0], test_probs=test_probs,
-                          test_labels=test[1], val_logits=val[0], val_labels=val[1])
+      np.savez_compressed(
+        os.path.join(workdir, "predictions.npz"),
+        test_logits=test[0],
+        test_probs=test_probs,
+        test_labels=test[1],
+        val_logits=val[0],
+        val_labels=val[1],
+      )
       from gence_jax import plots
 
-      plots.reliability_diagram({config.loss.name: (test_probs, test[1])},
-                                num_bins=config.calibration.num_bins, path=os.path.join(workdir, "reliability.png"),
-                                title=f"{data.name} test, {config.loss.name}")
+      plots.reliability_diagram(
+        {config.loss.name: (test_probs, test[1])},
+        num_bins=config.calibration.num_bins,
+        path=os.path.join(workdir, "reliability.png"),
+        title=f"{data.name} test, {config.loss.name}",
+      )
     writer.write({"event": "end", "step": total_steps, "test": results["test"]})
   finally:
     ckpt.close()

@@ -50,8 +50,12 @@ def create_state(model, tx: optax.GradientTransformation, key, sample_input) -> 
   else:
     variables = _init_variables_jit(model, key, sample_input)
   params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
-                    opt_state=tx.init(params))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables.get("batch_stats", {}),
+    opt_state=tx.init(params),
+  )
 
 
 def _all_finite(tree) -> jax.Array:
@@ -59,8 +63,9 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_train_step(model, loss: Loss, tx: optax.GradientTransformation, *, l1: float = 0.0,
-                    axis_name: str | None = None) -> Callable:
+def make_train_step(
+  model, loss: Loss, tx: optax.GradientTransformation, *, l1: float = 0.0, axis_name: str | None = None
+) -> Callable:
   """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path."""
 
   def psum(x):
@@ -92,14 +97,18 @@ def make_train_step(model, loss: Loss, tx: optax.GradientTransformation, *, l1: 
     value, grads = psum(value), psum(grads)
     finite = jnp.isfinite(value) & _all_finite(grads)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
-                              batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, param_updates),
+      batch_stats=updates.get("batch_stats", state.batch_stats),
+      opt_state=opt_state,
+    )
     # a non-finite step changes nothing but the step counter
-    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state,
-                                       state.replace(step=state.step + 1))
+    new_state = jax.tree_util.tree_map(
+      lambda new, old: jnp.where(finite, new, old), new_state, state.replace(step=state.step + 1)
+    )
     correct = psum(jnp.sum((jnp.argmax(logits, -1) == labels) & mask, dtype=jnp.float32))
-    metrics = {"loss": value, "accuracy": correct / count, "grad_norm": optax.tree.norm(grads),
-               "nonfinite": ~finite}
+    metrics = {"loss": value, "accuracy": correct / count, "grad_norm": optax.tree.norm(grads), "nonfinite": ~finite}
     return new_state, metrics
 
   return train_step
