@@ -19,6 +19,10 @@ def _train(args):
       f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
       f"sce {100 * m['sce']:.2f}%"
     )
+  if "mgce_bound" in results:
+    b = results["mgce_bound"]
+    print(f"MGCE objective (error bound, Remark 1) {b['objective']:.4f}  vs test error {b['test_error']:.4f}")
+  print(f"selected step {results['selected'].get('step')} by {results['selected']['by']}")
   print(f"results: {args.workdir}/results.json")
 
 

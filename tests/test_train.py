@@ -543,3 +543,41 @@ def test_outputs(file_run):
   png = file_run / "reliability.png"
   assert png.exists() and png.stat().st_size > 1000
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_on_validation_selection_and_mgce_bound(tmp_path):
+  # Evaluate every epoch; the reported model must be the one with the best validation accuracy (ties: lower NLL),
+  # checked against the eval events and the saved validation logits.
+  from gence_jax.losses import mgce_probs
+
+  config = make_config(
+    "loss.name=mgce",
+    "loss.hparams.beta=1.43",
+    "train.epochs=6",
+    "train.eval_every_epochs=1",
+    "optimizer.learning_rate=0.02",
+  )
+  results = train.train_and_evaluate(config, str(tmp_path))
+  evals = [json.loads(line) for line in open(tmp_path / "metrics.jsonl") if '"eval"' in line]
+  want = max(evals, key=lambda e: (e["accuracy"], -e["nll"]))
+  assert results["selected"]["step"] == want["step"]
+  pred = np.load(tmp_path / "predictions.npz")
+  val_acc = np.mean(np.argmax(np.asarray(mgce_probs(pred["val_logits"], beta=1.43)), -1) == pred["val_labels"])
+  np.testing.assert_allclose(val_acc, want["accuracy"], rtol=1e-6)
+  bound = results["mgce_bound"]
+  assert bound["objective"] == pytest.approx(bound["train_mean_loss"] + bound["l1_term"])
+  assert bound["lambda"] == 1e-5 and bound["l1_term"] > 0
+  assert bound["test_error"] == pytest.approx(1.0 - results["test"]["raw"]["accuracy"])
+
+
+def test_mgce_error_bound_by_hand():
+  from gence_jax.losses import get_loss, mgce
+  from gence_jax.train.loop import mgce_error_bound
+
+  logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.0]], np.float32)
+  labels = np.array([0, 2])
+  params = {"w": np.array([1.0, -2.0], np.float32), "b": np.array([0.5], np.float32)}
+  out = mgce_error_bound(get_loss("mgce", beta=2.0), (logits, labels), params, 0.1, test_error=0.25)
+  np.testing.assert_allclose(out["l1_term"], 0.35, rtol=1e-6)
+  np.testing.assert_allclose(out["train_mean_loss"], float(np.mean(mgce(logits, labels, beta=2.0))), rtol=1e-6)
+  np.testing.assert_allclose(out["objective"], out["train_mean_loss"] + 0.35, rtol=1e-6)

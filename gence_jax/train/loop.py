@@ -1,7 +1,8 @@
 """`train_and_evaluate(config, workdir)`: the training program.
 
 Data -> model -> jitted (or pmapped) train step over the global batch -> periodic evaluation through the loss's own
-probability link -> best-on-validation selection -> post-hoc temperature scaling and ATS fitted on validation and
+probability link -> best-on-validation selection (validation accuracy, ties by NLL; the best state is kept in an
+orbax checkpoint under ``best/`` so a resumed run keeps it) -> post-hoc temperature scaling and ATS fitted on validation and
 reported on test -> ``results.json``, ``metrics.jsonl``, ``predictions.npz`` (validation and test logits, test
 probabilities through the loss's link) and ``reliability.png`` in the work directory. Checkpoints
 (orbax) every ``train.checkpoint_every_steps`` and at the end; a restarted run resumes from the newest readable one
@@ -223,6 +224,31 @@ def check_devices(config) -> None:
       )
 
 
+def _improves(scores: dict, best: dict | None) -> bool:
+  """Higher validation accuracy, ties broken by lower validation NLL."""
+  if best is None:
+    return True
+  return (scores["accuracy"], -scores["nll"]) > (best["accuracy"], -best["nll"])
+
+
+def mgce_error_bound(loss, train, params, lam: float, *, test_error: float) -> dict:
+  r"""The MGCE training objective, which upper-bounds the classification error (Bondugula et al. 2026, Remark 1).
+
+  objective = (1/n) sum_i [-z_y_i - nu(z_i)] over the training split (its labels as trained on, without
+  augmentation) + lambda * ||params||_1, reported next to the observed test error of the same model.
+  """
+  logits, labels = train
+  mean_loss = float(jnp.mean(loss.per_example(logits, labels)))
+  l1 = float(losses.mgce_l1_penalty(params, lam)) if lam > 0 else 0.0
+  return {
+    "objective": mean_loss + l1,
+    "train_mean_loss": mean_loss,
+    "l1_term": l1,
+    "lambda": lam,
+    "test_error": test_error,
+  }
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
 
@@ -267,6 +293,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ) from e
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=cfg_t.keep_checkpoints)
+  best_ckpt = Checkpointer(os.path.join(workdir, "best"), max_to_keep=1)
+  best_path = os.path.join(workdir, "best.json")
+  best = None
+  if os.path.exists(best_path):  # a resumed run keeps the best-so-far of the interrupted one
+    with open(best_path) as f:
+      best = json.load(f)
   try:  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
     restored, start_step = ckpt.restore_latest(state)
     if restored is not None:
@@ -340,20 +372,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
         (done // steps_per_epoch) % cfg_t.eval_every_epochs == 0 or done == total_steps
       ):
         val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-        writer.write(
-          {
-            "event": "eval",
+        val_scores = score(loss.probs(val[0]), val[1], config.calibration.num_bins)
+        writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val", **val_scores})
+        if _improves(val_scores, best):
+          best = {
             "step": done,
             "epoch": done // steps_per_epoch,
-            "split": "val",
-            **score(loss.probs(val[0]), val[1], config.calibration.num_bins),
+            "accuracy": val_scores["accuracy"],
+            "nll": val_scores["nll"],
           }
-        )
+          best_ckpt.save(done, runner.host_state(state), force=True)
+          best_ckpt.wait()
+          if jax.process_index() == 0:
+            with open(best_path, "w") as f:
+              json.dump(best, f)
     bar.close()
     ckpt.wait()
 
+    # best-on-validation selection: evaluate, calibrate and report the state with the best validation accuracy
+    if best is not None and best["step"] != total_steps:
+      restored_best, _ = best_ckpt.restore_latest(state)
+      state = runner.place_state(restored_best)
     val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
     test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
+    test_scores = calibrate_and_score(loss, val, test, config.calibration)
     results = {
       "config": config.to_dict(),
       "seed": config.seed,
@@ -364,8 +406,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "processes": jax.process_count(),
       "train_seconds": train_time,
       "seconds": time.time() - t0,
-      "test": calibrate_and_score(loss, val, test, config.calibration),
+      "selected": {"by": "validation accuracy (ties: lower validation NLL)", **(best or {})},
+      "test": test_scores,
     }
+    if config.loss.name == "mgce":
+      results["mgce_bound"] = mgce_error_bound(
+        loss,
+        predict_split(runner, state, data, "train", cfg_t.eval_batch_size),
+        runner.host_state(state).params,
+        l1_lambda(config),
+        test_error=1.0 - test_scores["raw"]["accuracy"],
+      )
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(_jsonable(results), f, indent=2, allow_nan=False)
@@ -389,4 +440,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.write({"event": "end", "step": total_steps, "test": results["test"]})
   finally:
     ckpt.close()
+    best_ckpt.close()
   return results
