@@ -581,3 +581,23 @@ def test_mgce_error_bound_by_hand():
   np.testing.assert_allclose(out["l1_term"], 0.35, rtol=1e-6)
   np.testing.assert_allclose(out["train_mean_loss"], float(np.mean(mgce(logits, labels, beta=2.0))), rtol=1e-6)
   np.testing.assert_allclose(out["objective"], out["train_mean_loss"] + 0.35, rtol=1e-6)
+
+
+def test_adafocal_gammas_update_each_epoch_and_resume_exactly(tmp_path):
+  # digits: 1294 train examples, batch 64 -> 20 steps per epoch; checkpoints at each epoch boundary.
+  overrides = ["loss.name=adafocal", "train.epochs=3", "train.batch_size=64", "train.checkpoint_every_steps=20"]
+  full = tmp_path / "full"
+  train.train_and_evaluate(make_config(*overrides), str(full))
+  events = [e for e in map(json.loads, open(full / "metrics.jsonl")) if e["event"] == "adafocal"]
+  assert [e["step"] for e in events] == [20, 40, 60]
+  assert events[0]["gammas"] != [1.0] * 15 and events[1]["gammas"] != events[0]["gammas"]
+  # Resume from the epoch-2 boundary checkpoint: the update of that epoch must be in it, applied exactly once.
+  part = tmp_path / "part"
+  train.train_and_evaluate(make_config(*overrides), str(part))
+  import shutil
+
+  shutil.rmtree(part / "checkpoints" / "60")
+  shutil.rmtree(part / "best", ignore_errors=True)
+  os.remove(part / "best.json")
+  train.train_and_evaluate(make_config(*overrides), str(part))
+  assert_trees_equal(final_state(str(full)), final_state(str(part)))

@@ -71,6 +71,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.calibration.ats_pieces = 3
   c.calibration.ats_min_count = 30
 
+  c.adafocal = ml_collections.ConfigDict()  # used when loss.name == "adafocal" (Ghosh et al. 2022 defaults)
+  c.adafocal.num_bins = 15
+  c.adafocal.gamma_init = 1.0
+  c.adafocal.lam = 1.0
+  c.adafocal.gamma_max = 20.0
+  c.adafocal.gamma_min = -2.0
+  c.adafocal.switch_threshold = 0.2
+
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # "" = single process, or read from the environment
   c.distributed.num_processes = 0
@@ -165,6 +173,30 @@ def _choice(config, path, allowed):
     raise ValueError(f"config key {path!r} must be one of {list(allowed)}, got {value!r}")
 
 
+def _validate_adafocal(config) -> None:
+  """AdaFocal takes its settings from the 'adafocal' block; check them by tracing its init and update once."""
+  import jax
+  import jax.numpy as jnp
+
+  from gence_jax import losses
+
+  if dict(config.loss.hparams):
+    raise ValueError("config key 'loss.hparams': loss 'adafocal' takes its settings from the 'adafocal' block")
+  a = config.adafocal
+  try:
+    state = losses.adafocal_init(a.num_bins, a.gamma_init)
+    jax.eval_shape(
+      lambda s, p, y: losses.adafocal_update(
+        s, p, y, lam=a.lam, gamma_max=a.gamma_max, gamma_min=a.gamma_min, switch_threshold=a.switch_threshold
+      ),
+      state,
+      jax.ShapeDtypeStruct((4, 3), jnp.float32),
+      jax.ShapeDtypeStruct((4,), jnp.int32),
+    )
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config block 'adafocal': {e}") from None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks names, ranges and that the loss, model and dataset exist, before any training starts."""
   from gence_jax import losses, models
@@ -196,14 +228,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.grad_clip_norm < 0 or config.optimizer.weight_decay < 0:
     raise ValueError("config keys 'optimizer.grad_clip_norm' and 'optimizer.weight_decay' must be >= 0")
 
-  try:
-    losses.get_loss(config.loss.name)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config key 'loss.name': {e}") from None
-  try:
-    losses.get_loss(config.loss.name, **dict(config.loss.hparams))
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
+  if config.loss.name == "adafocal":
+    _validate_adafocal(config)
+  else:
+    try:
+      losses.get_loss(config.loss.name)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config key 'loss.name': {e} (or 'adafocal', configured in the 'adafocal' block)") from None
+    try:
+      losses.get_loss(config.loss.name, **dict(config.loss.hparams))
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
   if config.model.name not in models.available_models():
     raise ValueError(
       f"config key 'model.name': unknown model {config.model.name!r}; expected one of {models.available_models()}"

@@ -70,7 +70,31 @@ class MetricsWriter:
 
 
 def build_loss(config) -> losses.Loss:
+  """The configured loss; AdaFocal (stateful: its gammas live in the train state) reads predictions via softmax."""
+  if config.loss.name == "adafocal":
+    return losses.Loss(name="adafocal", hparams={}, fn=losses.adafocal, link=losses.softmax_probs)
   return losses.get_loss(config.loss.name, **dict(config.loss.hparams))
+
+
+def initial_loss_state(config):
+  """AdaFocal's initial per-bin gammas (Ghosh et al. 2022); an empty dict for the stateless losses."""
+  if config.loss.name != "adafocal":
+    return {}
+  return losses.adafocal_init(config.adafocal.num_bins, config.adafocal.gamma_init)
+
+
+def update_loss_state(config, loss_state, val_probs, val_labels):
+  """AdaFocal's per-epoch update of the gammas from the validation calibration gap of each bin."""
+  a = config.adafocal
+  return losses.adafocal_update(
+    loss_state,
+    val_probs,
+    val_labels,
+    lam=a.lam,
+    gamma_max=a.gamma_max,
+    gamma_min=a.gamma_min,
+    switch_threshold=a.switch_threshold,
+  )
 
 
 def l1_lambda(config) -> float:
@@ -285,7 +309,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   runner = Runner(config, model, loss, tx, l1_lambda(config), input_key=data.input_key)
   sample = jnp.zeros((1, *data.input_shape), jnp.float32)
   try:
-    state = runner.restore_template(create_state(model, tx, init_key, sample))
+    state = runner.restore_template(create_state(model, tx, init_key, sample, initial_loss_state(config)))
   except (TypeError, ValueError) as e:
     raise ValueError(
       f"config key 'model.kwargs': cannot build {config.model.name!r} with "
@@ -365,6 +389,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         pending = []
       bar.update(1)
       train_time += time.time() - ts
+      if config.loss.name == "adafocal" and done % steps_per_epoch == 0:
+        # before the checkpoint of this step, so a resumed run never applies (or skips) an epoch's update twice
+        val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
+        host = runner.host_state(state)
+        new_loss_state = update_loss_state(config, host.loss_state, loss.probs(val[0]), val[1])
+        state = runner.place_state(host.replace(loss_state=new_loss_state))
+        writer.write({"event": "adafocal", "step": done, "gammas": np.asarray(new_loss_state.gammas).tolist()})
       if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
         ckpt.save(done, runner.host_state(state), force=done == total_steps)
         last_good = done

@@ -22,15 +22,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gence_jax.losses import Loss, mgce_l1_penalty
+from gence_jax.losses import Loss, adafocal, mgce_l1_penalty
 
 
 @flax.struct.dataclass
 class TrainState:
+  """step, params, BatchNorm statistics, optimizer state, and the state of a stateful loss (AdaFocal's per-bin
+  gammas; an empty dict otherwise). All of it is checkpointed."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  loss_state: Any = flax.struct.field(default_factory=dict)
+
+
+def per_example_loss(loss: Loss, logits, labels, mask, loss_state, axis_name):
+  """The loss of each example; AdaFocal reads its current per-bin gammas and bin edges from `loss_state`."""
+  if loss.name == "adafocal":
+    return adafocal(
+      logits, labels, gammas=loss_state.gammas, bin_edges=loss_state.bin_edges, where=mask, axis_name=axis_name
+    )
+  return loss.per_example(logits, labels, where=mask, axis_name=axis_name)
 
 
 def _init_variables(model, key, sample_input):
@@ -41,7 +54,7 @@ def _init_variables(model, key, sample_input):
 _init_variables_jit = jax.jit(_init_variables, static_argnums=0)
 
 
-def create_state(model, tx: optax.GradientTransformation, key, sample_input) -> TrainState:
+def create_state(model, tx: optax.GradientTransformation, key, sample_input, loss_state=None) -> TrainState:
   """The initial state: ``model.init`` (compiled) on `sample_input` in eval mode, and ``tx.init`` of its params."""
   try:
     hash(model)
@@ -55,6 +68,7 @@ def create_state(model, tx: optax.GradientTransformation, key, sample_input) -> 
     params=params,
     batch_stats=variables.get("batch_stats", {}),
     opt_state=tx.init(params),
+    loss_state={} if loss_state is None else loss_state,
   )
 
 
@@ -86,7 +100,7 @@ def make_train_step(
         logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": step_key})
       else:
         logits, updates = model.apply(variables, x, train=True, rngs={"dropout": step_key}), {}
-      per_example = loss.per_example(logits, labels, where=mask, axis_name=axis_name)
+      per_example = per_example_loss(loss, logits, labels, mask, state.loss_state, axis_name)
       # this device's share of the global mean; the psum of the shares is the global objective
       value = jnp.sum(per_example) / count
       if l1 > 0:
