@@ -177,7 +177,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
   assert uninterrupted["resumed_from_step"] == 0
   assert ckpt_steps(run_dir)[-1] == ckpt_steps(ref_dir)[-1] == total
   a, b = final_state(run_dir), final_state(ref_dir)
-  assert set(a) == {"step", "params", "batch_stats", "opt_state"} and leaves(a["batch_stats"])
+  assert set(a) == {"step", "params", "batch_stats", "opt_state", "loss_state"} and leaves(a["batch_stats"])
   assert_trees_equal(a, b)
   assert resumed["test"]["raw"] == uninterrupted["test"]["raw"]
 
@@ -520,9 +520,9 @@ def test_outputs(file_run):
   assert [r["step"] for r in train_records][:3] == [7, 10, 14] and train_records[-1]["step"] == 40
   for r in train_records:
     assert np.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1 and r["grad_norm"] >= 0
-  assert [r["epoch"] for r in eval_records] == [1, 2]
+  assert [(r["epoch"], r["split"]) for r in eval_records] == [(1, "val"), (1, "test"), (2, "val"), (2, "test")]
   for r in eval_records:
-    assert r["split"] == "val" and {"accuracy", "nll", "ece", "sce", "brier"} <= set(r)
+    assert {"accuracy", "nll", "ece", "sce", "brier"} <= set(r)
   assert records[0]["config"]["loss"]["name"] == "mgce"
 
   results = strict_json(open(file_run / "results.json").read())
@@ -558,7 +558,9 @@ def test_best_on_validation_selection_and_mgce_bound(tmp_path):
     "optimizer.learning_rate=0.02",
   )
   results = train.train_and_evaluate(config, str(tmp_path))
-  evals = [json.loads(line) for line in open(tmp_path / "metrics.jsonl") if '"eval"' in line]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  evals = [e for e in records if e["event"] == "eval" and e["split"] == "val"]
+  assert {e["step"] for e in records if e["event"] == "eval" and e["split"] == "test"} == {e["step"] for e in evals}
   want = max(evals, key=lambda e: (e["accuracy"], -e["nll"]))
   assert results["selected"]["step"] == want["step"]
   pred = np.load(tmp_path / "predictions.npz")

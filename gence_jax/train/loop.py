@@ -405,6 +405,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
         val_scores = score(loss.probs(val[0]), val[1], config.calibration.num_bins)
         writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val", **val_scores})
+        test_now = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
+        test_now_scores = score(loss.probs(test_now[0]), test_now[1], config.calibration.num_bins)
+        writer.write(
+          {"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "test", **test_now_scores}
+        )
         if _improves(val_scores, best):
           best = {
             "step": done,
