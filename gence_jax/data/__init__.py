@@ -59,6 +59,7 @@ from gence_jax.data.sources import (
   load_tfds,
   load_tiny_imagenet,
   raw_from_arrays,
+  raw_from_mapping,
 )
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
   "load_digits",
   "load_npz",
   "raw_from_arrays",
+  "raw_from_mapping",
   "TFDS_DATASETS",
   "CIFAR10_CLASS_NAMES",
   "CIFAR100_FINE_NAMES",

@@ -359,24 +359,9 @@ def _resolve_raw(
   cache_path: str | None,
 ) -> _src.RawData:
   if isinstance(name_or_path, Mapping):
-    d = dict(name_or_path)
-    if {"x_train", "y_train"} <= set(d):
-      return _src.raw_from_arrays(
-        d["x_train"],
-        d["y_train"],
-        d.get("x_test"),
-        d.get("y_test"),
-        x_val=d.get("x_val"),
-        y_val=d.get("y_val"),
-        num_classes=num_classes,
-        test_fraction=test_fraction,
-        test_seed=test_seed,
-      )
-    if {"x", "y"} <= set(d):
-      return _src.raw_from_arrays(
-        d["x"], d["y"], num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed
-      )
-    raise ValueError(f"array mapping needs keys x_train, y_train[, x_test, y_test] or x, y; got {sorted(d)}")
+    return _src.raw_from_mapping(
+      name_or_path, num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed
+    )
   if not isinstance(name_or_path, (str, os.PathLike)):
     raise ValueError(f"unknown dataset {name_or_path!r}; expected a name, a path or a mapping of arrays")
   spec = os.fspath(name_or_path)

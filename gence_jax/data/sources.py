@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -481,10 +481,35 @@ def load_npz(
   if num_classes is None and "num_classes" in arrays:
     num_classes = int(arrays["num_classes"])
   name = os.path.splitext(os.path.basename(p))[0]
-  src = {"kind": "npz", "path": p}
+  return raw_from_mapping(
+    arrays,
+    what=p,
+    name=name,
+    source={"kind": "npz", "path": p},
+    num_classes=num_classes,
+    test_fraction=test_fraction,
+    test_seed=test_seed,
+  )
+
+
+def raw_from_mapping(
+  arrays: Mapping[str, Any],
+  *,
+  what: str = "array mapping",
+  name: str = "arrays",
+  source: dict | None = None,
+  num_classes: int | None = None,
+  test_fraction: float = 0.2,
+  test_seed: int = 0,
+) -> RawData:
+  """Arrays by name: ``x_train, y_train[, x_test, y_test][, x_val, y_val]`` or ``x, y`` (see `raw_from_arrays`).
+
+  ``what`` names the source in error messages (a file path, or "array mapping")."""
+  keys = set(arrays)
+  common = dict(num_classes=num_classes, name=name, test_fraction=test_fraction, test_seed=test_seed, source=source)
   if {"x_train", "y_train"} <= keys:
     if ("x_test" in keys) != ("y_test" in keys):
-      raise ValueError(f"{p}: has only one of x_test/y_test")
+      raise ValueError(f"{what}: has only one of x_test/y_test")
     return raw_from_arrays(
       arrays["x_train"],
       arrays["y_train"],
@@ -492,20 +517,8 @@ def load_npz(
       arrays.get("y_test"),
       x_val=arrays.get("x_val"),
       y_val=arrays.get("y_val"),
-      num_classes=num_classes,
-      name=name,
-      test_fraction=test_fraction,
-      test_seed=test_seed,
-      source=src,
+      **common,
     )
   if {"x", "y"} <= keys:
-    return raw_from_arrays(
-      arrays["x"],
-      arrays["y"],
-      num_classes=num_classes,
-      name=name,
-      test_fraction=test_fraction,
-      test_seed=test_seed,
-      source=src,
-    )
-  raise ValueError(f"{p}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {sorted(keys)}")
+    return raw_from_arrays(arrays["x"], arrays["y"], **common)
+  raise ValueError(f"{what}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {sorted(keys)}")
