@@ -224,3 +224,21 @@ def test_named_vmap_axis_couples_the_batch():
   np.testing.assert_allclose(g, jax.grad(lambda z: jnp.sum(gence(z, y)))(jnp.asarray(z)), rtol=1e-5, atol=1e-6)
   with jax.enable_x64(True):
     np.testing.assert_allclose(g, ref_grad(z, y), rtol=1e-3, atol=1e-4)
+
+
+def test_devices_agree_when_a_class_underflows():
+  # Class 6 has probability < e^-150 for every example on every device: the softmax sums underflow and every
+  # device must switch to the shifted sums together (the switch is decided on the global sums).
+  _needs_devices()
+  z, y, valid = _global_data(8)
+  z[:, 6] -= 150.0
+  y[::5] = 6
+  split = lambda a: a.reshape(NDEV, -1, *a.shape[1:])
+  loss, grad = jax.pmap(_per_device_fn(True), axis_name="data")(split(z), split(y), split(valid))
+  with jax.enable_x64(True):
+    want = np.where(valid, ref_gence(z, y, valid), 0.0)
+  np.testing.assert_allclose(np.asarray(loss).reshape(-1), want, rtol=1e-5, atol=3e-5)  # float32 steps at -150
+  _, want_grad = _single_device(z, y, valid, True)
+  np.testing.assert_allclose(np.asarray(grad).reshape(z.shape), want_grad, rtol=1e-5, atol=1e-6)
+  got = jax.vmap(lambda zi, yi, vi: gence(zi, yi, where=vi, axis_name="b"), axis_name="b")(z, y, valid)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5)

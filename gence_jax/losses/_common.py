@@ -6,6 +6,7 @@ Value checks (labels in range, finite logits) cannot raise under `jit`; see `gen
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax
@@ -83,3 +84,50 @@ def finalize(loss, labels, num_classes, where):
   if where is not None:
     loss = jnp.where(where, loss, 0.0)
   return loss
+
+
+CPU_BLOCK_BYTES = 1 << 21  # 2 MiB of logits per block: a block stays in cache through every pass over it
+
+
+def _single_cpu_device() -> bool:
+  try:
+    return jax.process_count() == 1 and len(jax.devices("cpu")) == 1
+  except RuntimeError:
+    return False
+
+
+def map_row_blocks(fn, *arrays, block_bytes: int | None = None):
+  """``fn(*arrays)`` for arrays sharing a leading (row) axis, run over blocks of rows on a single CPU device.
+
+  ``fn`` returns ``(per_row, totals)``: ``per_row`` a pytree of ``[n, ...]`` arrays computed row by row, ``totals`` a
+  pytree of sums over rows (per-class sums, say; ``()`` if none). Padding rows are zeros (False for masks), so
+  ``totals`` must ignore rows whose mask is False.
+
+  A loss that makes several passes over its [N, K] logits (an iterative root finder, a max then a sum, a forward
+  then a backward sweep) is bound by memory traffic on a CPU once the logits outgrow the cache: every pass streams
+  the whole array from memory. Run block by block (``lax.map`` over contiguous groups of about ``block_bytes`` of
+  the first array's rows; ``CPU_BLOCK_BYTES`` by default), every pass after the first hits the cache. This happens only when the computation runs
+  on a CPU and the process has a single CPU device (`lax.platform_dependent`); elsewhere (GPU/TPU, or CPU batches
+  sharded over several devices, where blocks would cut across shards) ``fn`` runs once on the whole arrays. Either
+  way the per-row results are the same.
+  """
+  block_bytes = CPU_BLOCK_BYTES if block_bytes is None else block_bytes
+  n = arrays[0].shape[0]
+  width = max(1, math.prod(arrays[0].shape[1:]) * arrays[0].dtype.itemsize)
+  rows = max(1, block_bytes // width)
+  if n <= rows or not _single_cpu_device():
+    return fn(*arrays)
+  blocks = -(-n // rows)
+  rows = -(-n // blocks)
+  pad = blocks * rows - n
+
+  def blocked(*arrays):
+    if pad:
+      arrays = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in arrays]
+    per_row, totals = jax.lax.map(
+      lambda args: fn(*args), tuple(a.reshape((blocks, rows) + a.shape[1:]) for a in arrays)
+    )
+    per_row = jax.tree_util.tree_map(lambda o: o.reshape((blocks * rows,) + o.shape[2:])[:n], per_row)
+    return per_row, jax.tree_util.tree_map(lambda o: jnp.sum(o, axis=0), totals)
+
+  return jax.lax.platform_dependent(*arrays, cpu=blocked, default=fn)

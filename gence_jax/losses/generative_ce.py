@@ -22,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses._common import check_logits_labels, finalize
+from gence_jax.losses._common import check_logits_labels, finalize, map_row_blocks
 
 
 def _log1mexp(a):
@@ -41,33 +41,56 @@ def _lookup(table, idx):
   return table[idx]
 
 
+def _class_sums(values, idx, num_classes):
+  """sum_{i: idx_i = c} values_i per class c (a scatter-add; a one-hot product under explicit-sharding meshes)."""
+  sharding = jax.typeof(idx).sharding
+  if getattr(getattr(sharding, "mesh", None), "explicit_axes", ()):
+    return jnp.sum(jax.nn.one_hot(idx, num_classes, dtype=values.dtype) * values[:, None], axis=0)
+  return jax.ops.segment_sum(values, idx, num_classes)
+
+
 def _psum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def _column_stats(z, valid, axis_name):
-  """Row log-normalisers and per-class batch sums of the softmax, over the global batch.
+_TINY = 1e-30  # a labelled class whose softmax sum over the batch falls below this is summed in shifted form
 
-  With L = log_softmax(z) and a per-class shift m_c = max_j L_jc over valid rows (pmax over `axis_name`), returns
-  lse [N], m [K], E = exp(L - m) [N, K] and S_c = sum_j valid_j E_jc [K] (psum over `axis_name`), so that
-  log sum_j valid_j q(c|x_j) = m_c + log S_c without underflow even when a class has tiny probability everywhere.
-  """
-  lse = jax.nn.logsumexp(z, axis=-1)
+
+def _row_stats(z, valid):
+  """Per row the log-normaliser lse = logsumexp(z); in total the per-class sums of softmax(z) over valid rows."""
+  row_max = jnp.max(z, axis=-1)
+  row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+  e = jnp.exp(z - row_max[:, None])
+  norm = jnp.sum(e, axis=-1)
+  probs = jnp.where(valid[:, None], e / norm[:, None], 0.0)
+  return row_max + jnp.log(norm), jnp.sum(probs, axis=0)
+
+
+def _shifted_column_sums(z, lse, valid, axis_name):
+  """Per-class shift m_c = max_j log q(c|x_j) over valid rows (pmax over `axis_name`) and S_c = sum_j exp(log
+  q(c|x_j) - m_c): the class sums without underflow even when a class has tiny probability everywhere."""
   log_p = z - lse[:, None]
   m = jnp.max(jnp.where(valid[:, None], log_p, -jnp.inf), axis=0)
   if axis_name is not None:
     m = jax.lax.pmax(m, axis_name)
   m = jnp.where(jnp.isfinite(m), m, 0.0)  # classes with no valid example anywhere
-  e = jnp.exp(log_p - m)
-  s = _psum(jnp.sum(jnp.where(valid[:, None], e, 0.0), axis=0), axis_name)
-  return lse, m, e, s
+  return m, _psum(jnp.sum(jnp.where(valid[:, None], jnp.exp(log_p - m), 0.0), axis=0), axis_name)
 
 
 def _gence_forward(z, y, valid, include_self, axis_name):
+  r"""Loss and residuals. The class sums S_c = sum_j q(c|x_j) are taken from the softmax itself (one exp per
+  logit, as for cross-entropy, row blocks on CPU); only if a labelled class's sum underflows (extreme logits) are
+  they recomputed with a per-class shift m_c, S_c = sum_j exp(log q(c|x_j) - m_c). Either way the loss is
+  -log q(y_i|x_i) + m_{y_i} + log S_{y_i} - log B."""
   num_classes = z.shape[-1]
-  lse, m, e, s = _column_stats(z, valid, axis_name)
-  count = _psum(jnp.sum(valid, dtype=z.dtype), axis_name)
   yc = jnp.clip(y, 0, num_classes - 1)
+  lse, sums = map_row_blocks(_row_stats, z, valid)
+  sums = _psum(sums, axis_name)
+  fine = _psum(jnp.sum(valid & ~(_lookup(sums, yc) > _TINY), dtype=z.dtype), axis_name) == 0
+  m, s = jax.lax.cond(
+    fine, lambda: (jnp.zeros_like(sums), sums), lambda: _shifted_column_sums(z, lse, valid, axis_name)
+  )
+  count = _psum(jnp.sum(valid, dtype=z.dtype), axis_name)
   log_py = jnp.take_along_axis(z, yc[:, None], axis=-1)[:, 0] - lse
   s_y, m_y = _lookup(s, yc), _lookup(m, yc)
   log_s = jnp.log(s_y)
@@ -80,7 +103,7 @@ def _gence_forward(z, y, valid, include_self, axis_name):
     log_norm = log_s + log1m - jnp.log(count - 1.0)
     denom = s_y * jnp.exp(log1m)
   loss = -log_py + m_y + log_norm
-  return loss, (e, m, denom, yc, valid)
+  return loss, (z, lse, m, denom, yc, valid)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -89,28 +112,33 @@ def _gence_core(z, y, valid, include_self, axis_name):
 
 
 def _gence_core_bwd(include_self, axis_name, res, g):
-  r"""Analytic gradient. With E_jc = exp(L_jc - m_c), D'_i the (shifted) sum example i is normalised by,
-  gv = g * valid, Q_c = psum(sum_{i: y_i = c} gv_i / D'_i), self_j = gv_j / D'_j if the sample is excluded else 0,
-  rho_j = sum_c Q_c E_jc and r_j = -gv_j + valid_j (rho_j - E_{j y_j} self_j):
+  r"""Analytic gradient. With E_jc = exp(L_jc - m_c) (L = log_softmax(z)), D'_i the (shifted) sum example i is
+  normalised by, gv = g * valid, Q_c = psum(sum_{i: y_i = c} gv_i / D'_i), self_j = gv_j / D'_j if the sample is
+  excluded else 0, rho_j = sum_c Q_c E_jc and r_j = -gv_j + valid_j (rho_j - E_{j y_j} self_j):
 
   dl/dz_jk = -gv_j [k = y_j] + valid_j E_jk (Q_k - [k = y_j] self_j) - p_jk r_j,   p_jk = E_jk exp(m_k).
+
+  E is recomputed from z (one exp per logit), row block by row block on CPU.
   """
-  e, m, denom, yc, valid = res
-  num_classes = e.shape[-1]
+  z, lse, m, denom, yc, valid = res
+  num_classes = z.shape[-1]
   gv = jnp.where(valid, g, 0.0)
-  onehot = jax.nn.one_hot(yc, num_classes, dtype=e.dtype)
-  q = _psum(jnp.sum(onehot * (gv / denom)[:, None], axis=0), axis_name)  # per-class sums (also when sharded)
-  rho = e @ q
-  if include_self:
-    own = jnp.zeros_like(gv)
-  else:
-    own = gv / denom
-  e_own = jnp.take_along_axis(e, yc[:, None], axis=-1)[:, 0]
-  r = -gv + jnp.where(valid, rho - e_own * own, 0.0)
-  grad = (
-    e * (jnp.where(valid[:, None], q - onehot * own[:, None], 0.0) - jnp.exp(m) * r[:, None]) - gv[:, None] * onehot
-  )
-  return jnp.where(valid[:, None], grad, 0.0).astype(e.dtype), None, None
+  q = _psum(_class_sums(gv / denom, yc, num_classes), axis_name)  # per-class sums (also when sharded)
+  own = jnp.zeros_like(gv) if include_self else gv / denom
+  scale = jnp.exp(m)
+
+  def rows(zb, lse_b, yb, vb, gvb, own_b):
+    e = jnp.exp(zb - lse_b[:, None] - m)
+    rho = e @ q
+    e_own = jnp.take_along_axis(e, yb[:, None], axis=-1)[:, 0]
+    r = -gvb + jnp.where(vb, rho - e_own * own_b, 0.0)
+    onehot = yb[:, None] == jnp.arange(num_classes)
+    grad = e * (jnp.where(vb[:, None], q - jnp.where(onehot, own_b[:, None], 0.0), 0.0) - scale * r[:, None])
+    grad = grad - jnp.where(onehot, gvb[:, None], 0.0)
+    return jnp.where(vb[:, None], grad, 0.0), ()
+
+  grad, _ = map_row_blocks(rows, z, lse, yc, valid, gv, own)
+  return grad.astype(z.dtype), None, None
 
 
 _gence_core.defvjp(

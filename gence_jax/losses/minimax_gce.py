@@ -22,13 +22,16 @@ Sequence-to-Sequence Models"; sparsemax: Martins & Astudillo 2016).
 
 Numerics. Everything is computed on shifted logits :math:`x = z - \max_c z_c` (so :math:`\max x = 0`) for the
 shifted root :math:`t = \nu + \max z \in [b, 0]`, a bracket whose width does not depend on the logits' scale; the
-loss is :math:`-x_y - t`, which keeps float32 accurate for logits up to :math:`\pm 10^4`. The root is found by
-Newton's method on :math:`N(t) = \lVert\psi(t)\rVert_\beta - 1`, which is convex and increasing in :math:`t`, started
-at the upper end of the bracket: the iterates decrease monotonically to the root (no overshoot), it is exact in one
-step whenever one class carries all the mass and nearly exact in the cross-entropy limit. Iterates are clipped to the
-bracket, the loop is a ``lax.while_loop`` with a tolerance and an iteration cap (no host sync), and rows with NaN/Inf
-logits stop at once and give NaN. The gradient never differentiates through the loop: :math:`\nu` carries a
-``jax.custom_vjp`` whose backward pass is :math:`\partial \nu / \partial z = -w`.
+loss is :math:`-x_y - t`, which keeps float32 accurate for logits up to :math:`\pm 10^4`. The root of
+:math:`N(t) = \lVert\psi(t)\rVert_\beta - 1`, convex and increasing in :math:`t`, is approached from the upper end
+of the bracket by one Newton step and then secant steps, which for a convex function stay right of the root (the
+iterates decrease monotonically, no overshoot) and need one row sum each. :math:`\beta = 1` (piecewise-linear
+:math:`N`) uses the same iteration, with the exact sort-based rule for any row not settled within ``max_iter``.
+Iterates are clipped to the bracket, the loop is a ``lax.while_loop`` with a tolerance and an iteration cap (no host
+sync), and rows with NaN/Inf logits stop at once and give NaN. Powers :math:`\psi^p` are multiplications for
+(half-)integer :math:`p`, ``exp(p log psi)`` otherwise. On a CPU the rows are solved in cache-sized blocks
+(`gence_jax.losses._common.map_row_blocks`). The gradient never differentiates through the loop: :math:`\nu`
+carries a ``jax.custom_vjp`` whose backward pass is :math:`\partial \nu / \partial z = -w`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses._common import check_hparam, check_logits_labels, finalize, take_label
+from gence_jax.losses._common import check_hparam, check_logits_labels, finalize, map_row_blocks, take_label
 
 DEFAULT_BETA = 2.0
 DEFAULT_MAX_ITER = 50
@@ -60,46 +63,88 @@ def _bracket_low(beta, num_classes, dtype):
   return jnp.asarray(beta * jnp.expm1(-jnp.log(float(num_classes)) / beta), dtype)
 
 
-def _psi_powers(x, t, beta):
-  """psi^beta and psi^(beta-1) for psi = relu(1 + (x + t)/beta), via log1p for accuracy at large beta."""
+_FAST_POW_MAX = 32  # exponents that are (half-)integers up to this are computed by multiplications
+_LOG1P_BETA = 64.0  # above this beta, psi^p is computed as exp(p log1p(v)) for accuracy near cross-entropy
+
+
+def _int_pow(v, n):
+  """v**n for a Python int n >= 1 by repeated squaring (a handful of multiplications, no transcendentals)."""
+  result, base = None, v
+  while True:
+    if n & 1:
+      result = base if result is None else result * base
+    n >>= 1
+    if not n:
+      return result
+    base = base * base
+
+
+def _psi_pow(x, t, beta, p):
+  """psi^p for psi = relu(1 + (x + t)/beta) and a static exponent p in {beta, beta - 1} (p = 0: the indicator).
+
+  The cheapest exact form is chosen from p: integers and half-integers up to 32 by multiplications (and one sqrt),
+  very large beta as exp(p log1p(v)) (accurate in the cross-entropy limit), anything else as exp(p log psi).
+  Zeros of psi give 0 with a zero (not NaN) derivative.
+  """
   v = (x + t[..., None]) / beta
   pos = v > -1.0
-  v = jnp.where(pos, v, 0.0)
-  psi_beta = jnp.where(pos, jnp.exp(beta * jnp.log1p(v)), 0.0)
-  psi_beta_m1 = jnp.where(pos, psi_beta / (1.0 + v), 0.0)
-  return psi_beta, psi_beta_m1
+  if p == 0.0:
+    return pos.astype(x.dtype)
+  if beta > _LOG1P_BETA:
+    return jnp.where(pos, jnp.exp(p * jnp.log1p(jnp.where(pos, v, 0.0))), 0.0)
+  psi = jnp.where(pos, 1.0 + v, 0.0)
+  whole, half = divmod(2.0 * p, 2.0)
+  if half in (0.0, 1.0) and whole + half / 2 <= _FAST_POW_MAX:
+    out = _int_pow(psi, int(whole)) if whole >= 1 else None
+    if half:
+      root = jnp.where(pos, jnp.sqrt(jnp.where(pos, psi, 1.0)), 0.0)
+      out = root if out is None else out * root
+    return out
+  return jnp.where(pos, jnp.exp(p * jnp.log(jnp.where(pos, psi, 1.0))), 0.0)
 
 
-def _solve_newton(x, beta, tol, max_iter):
-  """Shifted root t in [b, 0] for each row of x ([N, K], max of each row 0), by monotone Newton on ||psi||_beta - 1."""
+def _norm_minus_one(total, beta):
+  """N = T^(1/beta) - 1 for T = sum psi^beta (computed with expm1: accurate near the root, where T ~ 1)."""
+  return jnp.expm1(jnp.log(total) / beta)
+
+
+def _solve_secant(x, beta, tol, max_iter):
+  """Shifted root t in [b, 0] for each row of x ([N, K], max of each row 0).
+
+  The root of N(t) = ||psi(t)||_beta - 1, convex and increasing in t, approached from the right, where N >= 0:
+  one Newton step from t = 0, then secant steps through the last two iterates. For a convex function a secant
+  through two points right of the root meets zero right of the root again, so the iterates decrease monotonically
+  (no overshoot, no bracketing needed) with order ~1.6; each secant step needs one row sum, T = sum psi^beta,
+  where a Newton step needs two. Stops when the step falls to `tol` (the error after it is far smaller) or after
+  `max_iter` steps; rows with NaN/Inf logits stop at once and give NaN.
+  """
   low = _bracket_low(beta, x.shape[-1], x.dtype)
   finite = jnp.all(jnp.isfinite(x), axis=-1)
 
+  t0 = jnp.zeros(x.shape[:-1], x.dtype)
+  psi_m1 = _psi_pow(x, t0, beta, beta - 1.0)
+  total = jnp.sum(psi_m1 * _psi_pow(x, t0, beta, 1.0), axis=-1)  # T(0) >= 1: the largest class has psi = 1
+  slope = jnp.sum(psi_m1, axis=-1)  # dT/dt
+  n0 = _norm_minus_one(total, beta)
+  step = beta * total * (-jnp.expm1(-jnp.log(total) / beta)) / slope  # Newton on N: N / N'
+  t1 = jnp.clip(t0 - step, low, 0.0)
+
   def body(state):
-    it, t, done = state
-    psi_beta, psi_beta_m1 = _psi_powers(x, t, beta)
-    total = jnp.sum(psi_beta, axis=-1)  # T(t) >= 1 on the right of the root
-    slope = jnp.sum(psi_beta_m1, axis=-1)  # dT/dt
-    # Newton on N = T^(1/beta) - 1:  step = N / N' = beta * T * (1 - T^(-1/beta)) / T'
-    step = beta * total * (-jnp.expm1(-jnp.log(total) / beta)) / slope
-    t_new = jnp.clip(t - step, low, 0.0)
-    t_new = jnp.where(done, t, t_new)
+    it, t_a, n_a, t_b, done = state
+    n_b = _norm_minus_one(jnp.sum(_psi_pow(x, t_b, beta, beta), axis=-1), beta)
+    drop = n_a - n_b  # > 0 while the iterates decrease towards the root
+    step = jnp.where(drop > 0, n_b * (t_a - t_b) / jnp.where(drop > 0, drop, 1.0), 0.0)
+    t_new = jnp.clip(t_b - step, low, 0.0)
+    keep = done
     done = done | ~(jnp.abs(step) > tol)
-    return it + 1, t_new, done
+    return it + 1, jnp.where(keep, t_a, t_b), jnp.where(keep, n_a, n_b), jnp.where(keep, t_b, t_new), done
 
   def cond(state):
-    it, _, done = state
-    return (it < max_iter) & ~jnp.all(done)
+    return (state[0] < max_iter) & ~jnp.all(state[-1])
 
-  t0 = jnp.zeros(x.shape[:-1], x.dtype)
-  _, t, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), t0, ~finite))
-  return jnp.where(finite, t, jnp.nan)
-
-
-def _sparsemax_root_from_support(x, support):
-  """t with sum_{c in S} (1 + x_c + t) = 1 for the support S: t = (1 - sum_S x) / |S| - 1 (exact given S)."""
-  size = jnp.sum(support, axis=-1)
-  return (1.0 - jnp.sum(jnp.where(support, x, 0.0), axis=-1)) / size.astype(x.dtype) - 1.0
+  done = ~finite | ~(jnp.abs(step) > tol)
+  _, _, _, t, done = jax.lax.while_loop(cond, body, (jnp.asarray(1), t0, n0, t1, done))
+  return jnp.where(finite, t, jnp.nan), done
 
 
 def _solve_sparsemax_sort(x):
@@ -114,80 +159,69 @@ def _solve_sparsemax_sort(x):
   return (1.0 - sum_support) / k_star.astype(x.dtype) - 1.0
 
 
-def _solve_sparsemax(x, max_iter):
-  """Exact shifted root for beta = 1: sum_c relu(1 + x_c + t) = 1 (the sparsemax threshold).
-
-  Newton's method on the piecewise-linear convex T(t) = sum_c relu(1 + x_c + t) from t = 0 (where T >= 1) moves
-  monotonically left and its support S(t) = {c : 1 + x_c + t > 0} shrinks until it equals the optimal support
-  (Michelot 1986's simplex-projection iteration); each step costs O(K), with no sort. Once the support stops
-  changing, the root follows exactly from it. Rows that have not settled after `max_iter` steps (rare: it takes at
-  most K steps) are solved by the exact sort-based rule instead.
-  """
-
-  def body(state):
-    it, t, _ = state
-    t_new = _sparsemax_root_from_support(x, 1.0 + x + t[..., None] > 0)
-    # the same support gives exactly the same t: settled (rows with NaN/Inf logits count as settled at once)
-    return it + 1, t_new, (t_new != t) & jnp.isfinite(t_new)
-
-  def cond(state):
-    it, _, changed = state
-    return (it < max_iter) & jnp.any(changed)
-
-  rows = x.shape[:-1]
-  # t = 0: the support S(0) = {c : x_c > -1} contains the optimal one (T(0) >= 1 since max x = 0).
-  _, t, changed = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros(rows, x.dtype), jnp.ones(rows, jnp.bool_)))
-  t = jax.lax.cond(jnp.any(changed), lambda: jnp.where(changed, _solve_sparsemax_sort(x), t), lambda: t)
-  return jnp.where(jnp.all(jnp.isfinite(x), axis=-1), t, jnp.nan)
-
-
 def _solve(x, beta, tol, max_iter):
-  if beta == 1.0:
-    return _solve_sparsemax(x, max_iter)
-  return _solve_newton(x, beta, tol, max_iter)
+  t, done = _solve_secant(x, beta, tol, max_iter)
+  if beta == 1.0:  # rows not settled within max_iter (rare): the exact sort-based rule
+    t = jax.lax.cond(jnp.all(done), lambda: t, lambda: jnp.where(done, t, _solve_sparsemax_sort(x)))
+  return t
 
 
-def _worst_case(x, t, beta):
-  """w = psi^(beta-1) / sum psi^(beta-1): uniform on the support when beta = 1."""
-  if beta == 1.0:
-    psi_beta_m1 = (x + t[..., None] + 1.0 > 0).astype(x.dtype)
-  else:
-    _, psi_beta_m1 = _psi_powers(x, t, beta)
-  return psi_beta_m1 / jnp.sum(psi_beta_m1, axis=-1, keepdims=True)
+def _worst_case(x, t, beta, total=None):
+  """w = psi^(beta-1) / sum psi^(beta-1) (uniform on the support when beta = 1); `total` is that sum if known."""
+  psi_beta_m1 = _psi_pow(x, t, beta, beta - 1.0)
+  if total is None:
+    total = jnp.sum(psi_beta_m1, axis=-1)
+  return psi_beta_m1 / total[..., None]
+
+
+def _shift(z):
+  """max_c z_c per row (0 for rows without a finite max, which then stay NaN/Inf): the logits are solved shifted."""
+  shift = jnp.max(z, axis=-1)
+  return jnp.where(jnp.isfinite(shift), shift, 0.0)
+
+
+def _solve_rows(z, beta, tol, max_iter):
+  """Per row of z [n, K]: the shift m = max z, the shifted root t = nu + m, and sum_c psi_c^(beta-1) at the root."""
+  shift = _shift(z)
+  x = z - shift[:, None]
+  t = _solve(x, beta, tol, max_iter)
+  return shift, t, jnp.sum(_psi_pow(x, t, beta, beta - 1.0), axis=-1)
+
+
+def _root_fwd(z, beta, tol, max_iter):
+  (shift, t, total), _ = map_row_blocks(lambda zb: (_solve_rows(zb, beta, tol, max_iter), ()), z)
+  return (t, shift), (z, shift, t, total)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _shifted_root(x, beta, tol, max_iter):
-  return _solve(x, beta, tol, max_iter)
+def _root(z, beta, tol, max_iter):
+  """(t, m) for logits z [N, K]: nu(z) = t - m with m = max z. The derivative is carried by t alone:
+  dt/dz = -w (the implicit function theorem, the paper's Theorem 3); m is treated as a constant, so that
+  nu = t - m and the loss -(z_y - m) - t get their exact gradients -w and w - e_y."""
+  return _root_fwd(z, beta, tol, max_iter)[0]
 
 
-def _shifted_root_fwd(x, beta, tol, max_iter):
-  t = _solve(x, beta, tol, max_iter)
-  return t, _worst_case(x, t, beta)
+def _root_bwd(beta, tol, max_iter, res, g):
+  del tol, max_iter
+  z, shift, t, total = res  # w is recomputed from z rather than stored: one [N, K] array less to write and read
+  return (-g[0][:, None] * _worst_case(z - shift[:, None], t, beta, total),)
 
 
-def _shifted_root_bwd(beta, tol, max_iter, w, g):
-  del beta, tol, max_iter
-  return (-g[..., None] * w,)  # implicit function theorem: d nu / d z = -w (Theorem 3)
-
-
-_shifted_root.defvjp(_shifted_root_fwd, _shifted_root_bwd)
+_root.defvjp(_root_fwd, _root_bwd)
 
 
 def _prepare(logits, beta, tol, max_iter, fn):
-  """Shifted logits x = z - max z and the shifted root t = nu + max z, each of shape [..., K] and [...]."""
+  """Shifted logits x = z - max z and the shifted root t = nu + max z, of shapes [..., K] and [...]."""
   beta = _check_beta(beta, fn)
   if tol is None:
     tol = _default_tol(logits.dtype)
   check_hparam(fn, "tol", tol, low=0.0, low_inclusive=False)
   if not isinstance(max_iter, int) or max_iter < 1:
     raise ValueError(f"{fn}: `max_iter` must be a positive int, got {max_iter!r}.")
-  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-  x = logits - shift
-  batch_shape = x.shape[:-1]
-  t = _shifted_root(x.reshape(-1, x.shape[-1]), beta, float(tol), max_iter).reshape(batch_shape)
-  return beta, x, t, shift[..., 0]
+  batch_shape, num_classes = logits.shape[:-1], logits.shape[-1]
+  t, shift = _root(logits.reshape(-1, num_classes), beta, float(tol), max_iter)
+  t, shift = t.reshape(batch_shape), jax.lax.stop_gradient(shift.reshape(batch_shape))
+  return beta, logits - shift[..., None], t, shift
 
 
 def _check_logits(logits, fn):
@@ -203,8 +237,8 @@ def mgce_nu(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max
   r"""The MGCE normaliser :math:`\nu(z)`: the root of :math:`\sum_c [(z_c+\nu)/\beta + 1]_+^\beta = 1`.
 
   Differentiable by implicit differentiation: :math:`\partial\nu/\partial z = -w`. Shape ``logits.shape[:-1]``.
-  ``tol`` is the Newton step size at which the root finder stops (default 1e-5 in float32, 1e-12 in float64; the
-  error after the last step is of the order of its square), ``max_iter`` caps the ``lax.while_loop``.
+  ``tol`` is the step size at which the root finder stops (default 1e-5 in float32, 1e-12 in float64; the error
+  after the last step is far smaller), ``max_iter`` caps the ``lax.while_loop``.
   """
   logits = _check_logits(logits, "mgce_nu")
   _, _, t, shift = _prepare(logits, beta, tol, max_iter, "mgce_nu")
@@ -249,10 +283,7 @@ def mgce_probs(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, 
   """
   logits = _check_logits(logits, "mgce_probs")
   beta, x, t, _ = _prepare(logits, beta, tol, max_iter, "mgce_probs")
-  if beta == 1.0:
-    h = jax.nn.relu(x + t[..., None] + 1.0)
-  else:
-    h, _ = _psi_powers(x, t, beta)
+  h = _psi_pow(x, t, beta, beta)
   return h / jnp.sum(h, axis=-1, keepdims=True)
 
 
