@@ -65,11 +65,17 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.log_every_steps = 20
   c.train.progress = True
+  c.train.data_workers = 0  # > 0: threads preparing training batches ahead (same batches; keeps a fast GPU fed)
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15
   c.calibration.ats_pieces = 3
   c.calibration.ats_min_count = 30
+
+  c.ood = ml_collections.ConfigDict()  # out-of-distribution detection with the selected model (gence_jax.train.ood)
+  c.ood.datasets = ""  # comma-separated dataset names as for dataset.name (e.g. "tfds:svhn_cropped"); "" = none
+  c.ood.data_dir = ""  # TFDS / Tiny-ImageNet data directory of the OOD sets ("" = dataset.data_dir)
+  c.ood.max_examples = 0  # > 0: a fixed random subset (seed 0) of each OOD test split; 0 = all of it
 
   c.adafocal = ml_collections.ConfigDict()  # used when loss.name == "adafocal" (Ghosh et al. 2022 defaults)
   c.adafocal.num_bins = 15
@@ -225,6 +231,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config key 'dataset.val_fraction' must be in [0, 1), got {config.dataset.val_fraction}")
   if config.dataset.val_fraction == 0.0:
     raise ValueError("config key 'dataset.val_fraction' must be > 0: calibration and model selection need it")
+  if config.train.data_workers < 0:
+    raise ValueError(f"config key 'train.data_workers' must be >= 0, got {config.train.data_workers!r}")
   if config.optimizer.grad_clip_norm < 0 or config.optimizer.weight_decay < 0:
     raise ValueError("config keys 'optimizer.grad_clip_norm' and 'optimizer.weight_decay' must be >= 0")
 
@@ -252,10 +260,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise ValueError(f"config key 'dataset.regimes': {e}") from None
   _check_dataset_name(config.dataset.name, config.dataset.data_dir)
+  if "ood" in config:  # configs built by hand without the block have no OOD sets
+    _validate_ood(config)
 
 
-def _check_dataset_name(name: str, data_dir: str) -> None:
-  """The dataset names `gence_jax.data.load_dataset` accepts, checked without loading anything."""
+def _validate_ood(config) -> None:
+  """The ``ood`` block: every OOD dataset name is one the loader accepts (checked without loading anything)."""
+  from gence_jax.train.ood import parse_ood_datasets
+
+  if config.ood.max_examples < 0:
+    raise ValueError(f"config key 'ood.max_examples' must be >= 0 (0 = all), got {config.ood.max_examples!r}")
+  try:
+    names = parse_ood_datasets(config.ood.datasets)
+  except ValueError as e:
+    raise ValueError(f"config key 'ood.datasets': {e}") from None
+  for name in names:
+    _check_dataset_name(name, config.ood.data_dir or config.dataset.data_dir, key="ood.datasets")
+
+
+def _check_dataset_name(name: str, data_dir: str, key: str = "dataset.name") -> None:
+  """The dataset names `gence_jax.data.load_dataset` accepts, checked without loading anything; errors name `key`."""
   from gence_jax.data.sources import TFDS_DATASETS
 
   low = name.lower()
@@ -264,19 +288,20 @@ def _check_dataset_name(name: str, data_dir: str) -> None:
   for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
     if low.startswith(prefix):
       if not os.path.isdir(name[len(prefix) :]):
-        raise FileNotFoundError(f"config key 'dataset.name': Tiny-ImageNet folder not found: {name[len(prefix) :]!r}")
+        raise FileNotFoundError(f"config key {key!r}: Tiny-ImageNet folder not found: {name[len(prefix) :]!r}")
       return
   if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200"):
     if not data_dir:
-      raise ValueError(f"config key 'dataset.data_dir' must name the Tiny-ImageNet folder for dataset {name!r}")
+      dir_key = "'ood.data_dir' (or 'dataset.data_dir')" if key == "ood.datasets" else "'dataset.data_dir'"
+      raise ValueError(f"config key {dir_key} must name the Tiny-ImageNet folder for dataset {name!r} ({key!r})")
     return
   if low.endswith(".npz"):
     if not os.path.isfile(name):
-      raise FileNotFoundError(f"config key 'dataset.name': file not found: {name!r}")
+      raise FileNotFoundError(f"config key {key!r}: file not found: {name!r}")
     return
   if os.path.isdir(name):
     return
   raise ValueError(
-    f"config key 'dataset.name': unknown dataset {name!r}; expected 'digits', one of "
+    f"config key {key!r}: unknown dataset {name!r}; expected 'digits', one of "
     f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file"
   )

@@ -3,8 +3,10 @@
 Data -> model -> jitted (or pmapped) train step over the global batch -> periodic evaluation through the loss's own
 probability link -> best-on-validation selection (validation accuracy, ties by NLL; the best state is kept in an
 orbax checkpoint under ``best/`` so a resumed run keeps it) -> post-hoc temperature scaling and ATS fitted on validation and
-reported on test -> ``results.json``, ``metrics.jsonl``, ``predictions.npz`` (validation and test logits, test
-probabilities through the loss's link) and ``reliability.png`` in the work directory. Checkpoints
+reported on test -> with ``ood.datasets`` set, OOD detection of the selected model (``gence_jax.train.ood``: AUROC,
+AUPR, FPR at 95% TPR of the max-probability, entropy and energy scores against the in-distribution test split) ->
+``results.json``, ``metrics.jsonl``, ``predictions.npz`` (validation and test logits, test probabilities through the
+loss's link), ``ood_scores.npz`` (with OOD sets) and ``reliability.png`` in the work directory. Checkpoints
 (orbax) every ``train.checkpoint_every_steps`` and at the end; a restarted run resumes from the newest readable one
 and, because batches, augmentation and per-step keys are functions of (seed, step), reproduces the uninterrupted
 run's parameters bit for bit.
@@ -23,8 +25,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from gence_jax import calibration, losses, metrics, models
-from gence_jax.data import load_dataset, to_device
-from gence_jax.train import distributed
+from gence_jax.data import eval_batches, load_dataset, to_device
+from gence_jax.train import distributed, ood
 from gence_jax.train.checkpoint import Checkpointer
 from gence_jax.train.config import validate
 from gence_jax.train.optim import make_optimizer
@@ -193,9 +195,23 @@ class Runner:
 
 def predict_split(runner, state, data, split: str, batch_size: int):
   """float32 logits and labels of every example of `split` (this process's rows; padding dropped)."""
+  x, y = data.split(split)
+  return predict_arrays(runner, state, x, y, data.normalizer, batch_size)
+
+
+def predict_arrays(runner, state, x, y, normalizer, batch_size: int):
+  """float32 logits and labels of every row of `x` (normalised with `normalizer`, no augmentation), in order.
+
+  Every process holds all of `x` and predicts its rows of each global batch; the logits are gathered from all
+  processes."""
   logits, labels = [], []
-  for batch in data.eval_batches(
-    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  for batch in eval_batches(
+    x,
+    y,
+    batch_size=batch_size,
+    normalizer=normalizer,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
   ):
     out = runner.predict(state, batch)
     out = np.asarray(
@@ -236,6 +252,10 @@ def calibrate_and_score(loss, val, test, cfg) -> dict:
   return out
 
 
+def _has_ood(config) -> bool:
+  return "ood" in config and bool(ood.parse_ood_datasets(config.ood.datasets))
+
+
 def check_devices(config) -> None:
   """The global batch sizes must split evenly over the devices (and the processes): checked before any data loads."""
   devices, processes = jax.device_count(), jax.process_count()
@@ -273,6 +293,17 @@ def mgce_error_bound(loss, train, params, lam: float, *, test_error: float) -> d
   }
 
 
+def _ood_summary(results) -> dict:
+  """The OOD metrics of results.json without the per-dataset source records (for the ``end`` event)."""
+  if "ood" not in results:
+    return {}
+  return {
+    "ood": {
+      name: {k: v for k, v in entry.items() if k != "source"} for name, entry in results["ood"]["datasets"].items()
+    }
+  }
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
 
@@ -293,6 +324,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     regimes=config.dataset.regimes or (),
     as_images=config.dataset.as_images,
   )
+  # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
+  ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if _has_ood(config) else {}
   loss = build_loss(config)
   model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
   cfg_t = config.train
@@ -354,6 +387,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       augment=config.dataset.augment,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
+      num_workers=cfg_t.data_workers,
     )
     bar = tqdm(
       total=total_steps,
@@ -453,7 +487,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
         l1_lambda(config),
         test_error=1.0 - test_scores["raw"]["accuracy"],
       )
+    ood_arrays = None
+    if ood_sets:
+      ood_logits = {
+        name: predict_arrays(runner, state, x, np.zeros(len(x), np.int64), data.normalizer, cfg_t.eval_batch_size)[0]
+        for name, (x, _) in ood_sets.items()
+      }
+      results["ood"], ood_arrays = ood.evaluate_ood(
+        loss, test[0], ood_logits, {name: info for name, (_, info) in ood_sets.items()}
+      )
+      results["ood"]["scores_file"] = "ood_scores.npz"
+      for name, entry in results["ood"]["datasets"].items():
+        writer.write(
+          {
+            "event": "ood",
+            "step": total_steps,
+            "selected_step": (best or {}).get("step"),
+            "dataset": name,
+            **{k: v for k, v in entry.items() if k != "source"},
+          }
+        )
     if jax.process_index() == 0:
+      if ood_arrays is not None:
+        np.savez_compressed(os.path.join(workdir, "ood_scores.npz"), **ood_arrays)
       with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(_jsonable(results), f, indent=2, allow_nan=False)
       test_probs = np.asarray(loss.probs(test[0]))
@@ -473,7 +529,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         path=os.path.join(workdir, "reliability.png"),
         title=f"{data.name} test, {config.loss.name}",
       )
-    writer.write({"event": "end", "step": total_steps, "test": results["test"]})
+    writer.write({"event": "end", "step": total_steps, "test": results["test"], **_ood_summary(results)})
   finally:
     ckpt.close()
     best_ckpt.close()

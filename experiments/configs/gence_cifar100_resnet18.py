@@ -1,0 +1,51 @@
+"""GenCE paper (Zhan, Zhou & Shen 2026, arXiv:2604.06689), CIFAR-100: cross-entropy vs Generative CE vs FLSD-53 vs
+AdaFocal vs Dual Focal, on balanced data, small data and long-tailed data (exponential profile, imbalance ratio 100),
+with 20-bin ECE and classwise ECE before and after temperature scaling (TS) and ATS (both fitted on the validation
+split), and OOD detection CIFAR-100 vs SVHN (``ood.datasets = "svhn_cropped"``, the TFDS ``test`` split, 26,032 images;
+AUROC / AUPR / FPR95 from max-probability, entropy and energy scores). 10 seeds, as in the paper. Model: ResNet-18
+(CIFAR stem) for every dataset (our choice; the paper's architectures may differ). Needs the TFDS ``cifar100`` and
+``svhn_cropped`` data and a GPU; runs and expected time: experiments/PROTOCOLS.md.
+
+    gence-jax compare --config experiments/configs/gence_cifar100_resnet18.py --workdir runs/gence/cifar100 \
+        --losses cross_entropy gence flsd53 adafocal dual_focal:gamma=2.0 \
+        --regimes clean small:50 longtail:exp:100 --seeds 0 1 2 3 4 5 6 7 8 9 \
+        --columns accuracy nll ece classwise_ece ece:ts classwise_ece:ts ece:ats classwise_ece:ats
+
+150 runs (5 losses x 3 regimes x 10 seeds). small:50 keeps 50 training images per class (10% of the official training
+set; validation keeps the same proportion); longtail:exp:100 keeps n_c = floor(n_max 100^(-c/(K-1))) images of class c
+(Cao et al. 2019), n_max = the smallest class count of the training split (450 here). Test sets stay balanced and
+clean.
+Training recipe: the GenCE paper's is not available to us, so this uses the one its focal-loss baselines were
+published with (Mukhoti et al. 2020, FLSD-53; also AdaFocal and Dual Focal): SGD momentum 0.9, weight decay 5e-4,
+batch 128, lr 0.1 divided by 10 at epochs 150 and 250, 350 epochs, standard crop + flip augmentation. Dual Focal's
+gamma is a hyper-parameter its authors tune per dataset; add values (``dual_focal:gamma=5.0``) to compare them.
+"""
+
+from gence_jax.train import default_config
+
+
+def get_config():
+  config = default_config()
+  config.dataset.name = "cifar100"
+  config.dataset.val_fraction = 0.1
+  config.dataset.augment = "crop_flip"
+  config.model.name = "resnet18"
+  config.model.kwargs = {}
+  config.loss.name = "cross_entropy"  # `compare --losses` sets the loss of each run
+  config.loss.hparams = {}
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.schedule = "step"
+  config.optimizer.step_epochs = (150, 250)  # entries > 1 are epochs
+  config.optimizer.step_factor = 0.1
+  config.train.epochs = 350
+  config.train.batch_size = 128
+  config.train.eval_every_epochs = 10
+  config.train.checkpoint_every_steps = 2000
+  config.train.log_every_steps = 100
+  config.train.data_workers = 4  # host threads preparing batches ahead: the input pipeline must keep up with the GPU
+  config.calibration.num_bins = 20
+  config.ood.datasets = "svhn_cropped"
+  return config

@@ -1,0 +1,150 @@
+"""Every config in ``experiments/configs/`` loads and passes `gence_jax.train.validate` (no data is loaded: TFDS names
+are checked by name only), and every ``gence-jax`` command in its docstring parses and plans: each (loss spec, regime)
+cell of a ``compare`` command validates, its ``--select`` groups and ``--columns`` are accepted.
+
+The paper-protocol configs are also checked against the protocols they document (experiments/PROTOCOLS.md).
+"""
+
+import glob
+import os
+import shlex
+
+import pytest
+
+from gence_jax import cli, train
+from gence_jax.train.compare import parse_columns, plan_grid, selection_groups
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "experiments", "configs", "*.py")))
+SHARED_DATA = "../shared/data/"  # the offline CIFAR-10 subset of this project's machine (see SPEC.md)
+
+
+def docstring_commands(path):
+  """The ``gence-jax ...`` commands of a config's docstring, continuation lines joined."""
+  import ast
+
+  doc = ast.get_docstring(ast.parse(open(path).read())) or ""
+  commands, current = [], None
+  for line in doc.splitlines():
+    text = line.strip().strip("`")
+    if current is None and text.startswith("gence-jax "):
+      current = ""
+    if current is not None:
+      current += " " + text.rstrip("\\").strip().strip("`")
+      if not text.endswith("\\"):
+        commands.append(shlex.split(current))
+        current = None
+  return commands
+
+
+def needs_missing_shared_data(path):
+  text = open(path).read()
+  return SHARED_DATA in text and not os.path.isdir(os.path.join(REPO, SHARED_DATA))
+
+
+def test_configs_found():
+  names = {os.path.basename(p) for p in CONFIGS}
+  assert {
+    "mgce_table1_fashion_mnist.py",
+    "mgce_table1_cifar10.py",
+    "mgce_table1_svhn.py",
+    "mgce_table1_cifar100.py",
+    "mgce_table3_tabular_mlp.py",
+    "gence_cifar10_resnet18.py",
+    "gence_cifar100_resnet18.py",
+  } <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_validates_and_its_commands_plan(path, tmp_path, monkeypatch):
+  if needs_missing_shared_data(path):
+    pytest.skip(f"{SHARED_DATA} is not on this machine")
+  monkeypatch.chdir(REPO)  # relative data paths in configs are relative to the repository root
+  train.validate(train.load_config(path))
+  commands = docstring_commands(path)
+  assert commands, f"{path}: no gence-jax command in the docstring"
+  npz = tmp_path / "data.npz"  # stands in for a user's data file ("path/to/data.npz")
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  np.savez(npz, x=rng.normal(size=(100, 5)).astype(np.float32), y=np.arange(100) % 3)
+  for argv in commands:
+    assert argv[0] == "gence-jax"
+    argv = [a.replace("dataset.name=path/to/data.npz", f"dataset.name={npz}") for a in argv[1:]]
+    args = cli.build_parser().parse_args(argv)
+    assert args.config and os.path.samefile(args.config, path), argv
+    config = train.apply_overrides(train.load_config(args.config), args.set)
+    train.validate(config)
+    if args.command == "compare":
+      regimes = ["" if r == "clean" else r for r in args.regimes]
+      plans = plan_grid(config, str(tmp_path / "w"), losses=args.losses, seeds=args.seeds[:1], regimes=regimes)
+      assert len(plans) == len(args.losses) * len(regimes)
+      if args.select is not None:
+        selection_groups(args.losses, args.select)
+      parse_columns(args.columns)
+
+
+def _load(name):
+  return train.load_config(os.path.join(REPO, "experiments", "configs", name))
+
+
+@pytest.mark.parametrize(
+  "name, dataset, model",
+  [
+    ("mgce_table1_fashion_mnist.py", "fashion_mnist", "resnet18"),
+    ("mgce_table1_cifar10.py", "cifar10", "resnet18"),
+    ("mgce_table1_svhn.py", "svhn_cropped", "resnet18"),
+    ("mgce_table1_cifar100.py", "cifar100", "resnet34"),
+  ],
+)
+def test_mgce_table1_protocol(name, dataset, model):
+  c = _load(name)
+  assert (c.dataset.name, c.model.name) == (dataset, model)
+  assert (c.optimizer.name, c.optimizer.learning_rate, c.optimizer.momentum) == ("sgd", 0.01, 0.9)
+  assert (c.optimizer.grad_clip_norm, c.train.batch_size, c.train.epochs, c.dataset.val_fraction) == (
+    5.0,
+    128,
+    150,
+    0.1,
+  )
+  assert c.loss.l1 < 0  # MGCE's default lambda = 1e-5
+  (compare,) = [a for a in docstring_commands(os.path.join(REPO, "experiments", "configs", name)) if a[1] == "compare"]
+  args = cli.build_parser().parse_args(compare[1:])
+  betas = [float(s.split("=")[1]) for s in args.losses if s.startswith("mgce:")]
+  assert len(betas) == 8 and min(betas) == 1 and max(betas) == 11 and len(set(betas)) == 8
+  assert set(args.losses) - {f"mgce:beta={b:g}" for b in betas} == {"generalized_ce:q=0.7", "cross_entropy", "mae"}
+  assert args.regimes == ["clean", "symmetric:0.2", "symmetric:0.4"] and args.seeds == [0, 1, 2, 3, 4]
+  assert args.select == ["mgce"] and {"accuracy", "sce"} <= set(args.columns)
+
+
+def test_mgce_table3_and_gence_protocols():
+  c = _load("mgce_table3_tabular_mlp.py")
+  assert (c.model.name, tuple(c.model.kwargs.hidden), c.optimizer.name, c.optimizer.learning_rate) == (
+    "mlp",
+    (1024,),
+    "sgd",
+    0.001,
+  )
+  for name, dataset in (("gence_cifar10_resnet18.py", "cifar10"), ("gence_cifar100_resnet18.py", "cifar100")):
+    c = _load(name)
+    assert (c.dataset.name, c.calibration.num_bins, c.ood.datasets) == (dataset, 20, "svhn_cropped")
+    (compare,) = docstring_commands(os.path.join(REPO, "experiments", "configs", name))
+    args = cli.build_parser().parse_args(compare[1:])
+    assert args.losses == ["cross_entropy", "gence", "flsd53", "adafocal", "dual_focal:gamma=2.0"]
+    assert args.seeds == list(range(10)) and args.regimes[0] == "clean" and "longtail:exp:100" in args.regimes
+    assert {"ece", "classwise_ece", "ece:ts", "ece:ats"} <= set(args.columns)
+
+
+def test_data_workers_give_the_same_run(tmp_path):
+  # train.data_workers (set in the GPU protocol configs) prepares batches in threads: the run must not change.
+  import numpy as np
+
+  fast = ["train.epochs=1", "train.batch_size=64", "train.progress=False", "model.kwargs={'hidden': (32,)}"]
+  logits = []
+  for workers in (0, 2):
+    config = train.apply_overrides(train.load_config(None), [*fast, f"train.data_workers={workers}"])
+    train.train_and_evaluate(config, str(tmp_path / f"w{workers}"))
+    logits.append(np.load(tmp_path / f"w{workers}" / "predictions.npz")["test_logits"])
+  np.testing.assert_array_equal(logits[0], logits[1])
+  with pytest.raises(ValueError, match="train.data_workers"):
+    train.validate(train.apply_overrides(train.load_config(None), ["train.data_workers=-1"]))
