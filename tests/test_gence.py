@@ -108,6 +108,19 @@ def test_no_underflow_for_tiny_class_probabilities():
   assert np.all(np.isfinite(g))
 
 
+def test_underflowing_class_switches_to_shifted_sums():
+  # Class 6 has probability < e^-150 everywhere: its softmax sum underflows and the shifted sums take over.
+  z, y = _data(n=23, k=7, seed=2)
+  z[:, 6] -= 150.0
+  y[:3] = 6
+  got = gence(z, y)
+  with jax.enable_x64(True):  # log-probabilities near -150 carry float32 steps of 1.5e-5
+    np.testing.assert_allclose(got, ref_gence(z, y), rtol=1e-5, atol=3e-5)
+  g = jax.grad(lambda z: jnp.sum(gence(z, y)))(jnp.asarray(z))
+  with jax.enable_x64(True):
+    np.testing.assert_allclose(g, ref_grad(z, y), rtol=1e-3, atol=1e-4)
+
+
 def test_leading_batch_axes_are_one_batch():
   z, y = _data(n=12)
   got = gence(z.reshape(3, 4, -1), y.reshape(3, 4))

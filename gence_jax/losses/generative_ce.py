@@ -22,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses._common import check_logits_labels, finalize, map_row_blocks
+from gence_jax.losses._common import check_logits_labels, finalize
 
 
 def _log1mexp(a):
@@ -33,18 +33,22 @@ def _log1mexp(a):
   )
 
 
+def _explicit(x):
+  """Whether x lives on a mesh with explicit sharding axes (where gathers and contractions need out_sharding)."""
+  return bool(getattr(getattr(jax.typeof(x).sharding, "mesh", None), "explicit_axes", ()))
+
+
 def _lookup(table, idx):
   """table[idx] for a replicated per-class table and per-example indices, also under explicit-sharding meshes."""
   sharding = jax.typeof(idx).sharding
-  if getattr(getattr(sharding, "mesh", None), "explicit_axes", ()):
+  if _explicit(idx):
     return table.at[idx].get(out_sharding=sharding)
   return table[idx]
 
 
 def _class_sums(values, idx, num_classes):
   """sum_{i: idx_i = c} values_i per class c (a scatter-add; a one-hot product under explicit-sharding meshes)."""
-  sharding = jax.typeof(idx).sharding
-  if getattr(getattr(sharding, "mesh", None), "explicit_axes", ()):
+  if _explicit(idx):
     return jnp.sum(jax.nn.one_hot(idx, num_classes, dtype=values.dtype) * values[:, None], axis=0)
   return jax.ops.segment_sum(values, idx, num_classes)
 
@@ -57,13 +61,19 @@ _TINY = 1e-30  # a labelled class whose softmax sum over the batch falls below t
 
 
 def _row_stats(z, valid):
-  """Per row the log-normaliser lse = logsumexp(z); in total the per-class sums of softmax(z) over valid rows."""
+  """e = exp(z - max z) and 1 / sum e per row, lse = logsumexp(z), and the per-class sums of softmax(z) over valid
+  rows, sum_j valid_j q(c|x_j) = sum_j valid_j e_jc / sum_k e_jk."""
   row_max = jnp.max(z, axis=-1)
   row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
   e = jnp.exp(z - row_max[:, None])
   norm = jnp.sum(e, axis=-1)
-  probs = jnp.where(valid[:, None], e / norm[:, None], 0.0)
-  return row_max + jnp.log(norm), jnp.sum(probs, axis=0)
+  inv_norm = 1.0 / norm
+  weight = jnp.where(valid, inv_norm, 0.0)
+  if _explicit(weight):  # a contraction over a sharded axis needs an output sharding: sum instead
+    sums = jnp.sum(weight[:, None] * e, axis=0)
+  else:
+    sums = jnp.dot(weight, e, precision=jax.lax.Precision.HIGHEST)
+  return e, inv_norm, row_max + jnp.log(norm), sums
 
 
 def _shifted_column_sums(z, lse, valid, axis_name):
@@ -79,12 +89,12 @@ def _shifted_column_sums(z, lse, valid, axis_name):
 
 def _gence_forward(z, y, valid, include_self, axis_name):
   r"""Loss and residuals. The class sums S_c = sum_j q(c|x_j) are taken from the softmax itself (one exp per
-  logit, as for cross-entropy, row blocks on CPU); only if a labelled class's sum underflows (extreme logits) are
+  logit, as for cross-entropy); only if a labelled class's sum underflows (extreme logits) are
   they recomputed with a per-class shift m_c, S_c = sum_j exp(log q(c|x_j) - m_c). Either way the loss is
-  -log q(y_i|x_i) + m_{y_i} + log S_{y_i} - log B."""
+  -log q(y_i|x_i) + m_{y_i} + log S_{y_i} - log B. The exponentials e are kept for the backward pass."""
   num_classes = z.shape[-1]
   yc = jnp.clip(y, 0, num_classes - 1)
-  lse, sums = map_row_blocks(_row_stats, z, valid)
+  e, inv_norm, lse, sums = _row_stats(z, valid)
   sums = _psum(sums, axis_name)
   fine = _psum(jnp.sum(valid & ~(_lookup(sums, yc) > _TINY), dtype=z.dtype), axis_name) == 0
   m, s = jax.lax.cond(
@@ -103,7 +113,7 @@ def _gence_forward(z, y, valid, include_self, axis_name):
     log_norm = log_s + log1m - jnp.log(count - 1.0)
     denom = s_y * jnp.exp(log1m)
   loss = -log_py + m_y + log_norm
-  return loss, (z, lse, m, denom, yc, valid)
+  return loss, (z, e, inv_norm, lse, fine, m, denom, yc, valid)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -118,27 +128,30 @@ def _gence_core_bwd(include_self, axis_name, res, g):
 
   dl/dz_jk = -gv_j [k = y_j] + valid_j E_jk (Q_k - [k = y_j] self_j) - p_jk r_j,   p_jk = E_jk exp(m_k).
 
-  E is recomputed from z (one exp per logit), row block by row block on CPU.
+  When the softmax sums were used (m = 0) E_jk = e_jk / sum_k e_jk comes from the forward pass's exponentials
+  without another exp; otherwise E is recomputed from z with the per-class shift.
   """
-  z, lse, m, denom, yc, valid = res
+  z, e, inv_norm, lse, fine, m, denom, yc, valid = res
   num_classes = z.shape[-1]
   gv = jnp.where(valid, g, 0.0)
   q = _psum(_class_sums(gv / denom, yc, num_classes), axis_name)  # per-class sums (also when sharded)
   own = jnp.zeros_like(gv) if include_self else gv / denom
-  scale = jnp.exp(m)
 
-  def rows(zb, lse_b, yb, vb, gvb, own_b):
-    e = jnp.exp(zb - lse_b[:, None] - m)
-    rho = e @ q
-    e_own = jnp.take_along_axis(e, yb[:, None], axis=-1)[:, 0]
-    r = -gvb + jnp.where(vb, rho - e_own * own_b, 0.0)
-    onehot = yb[:, None] == jnp.arange(num_classes)
-    grad = e * (jnp.where(vb[:, None], q - jnp.where(onehot, own_b[:, None], 0.0), 0.0) - scale * r[:, None])
-    grad = grad - jnp.where(onehot, gvb[:, None], 0.0)
-    return jnp.where(vb[:, None], grad, 0.0), ()
+  def grad(e, row_scale, class_scale):  # E_jk = e_jk * row_scale_j, p_jk = E_jk * class_scale_k
+    onehot = yc[:, None] == jnp.arange(num_classes)
+    rho = row_scale * jnp.dot(e, q, precision=jax.lax.Precision.HIGHEST)
+    e_own = row_scale * jnp.take_along_axis(e, yc[:, None], axis=-1)[:, 0]
+    r = -gv + jnp.where(valid, rho - e_own * own, 0.0)
+    inner = jnp.where(valid[:, None], q - jnp.where(onehot, own[:, None], 0.0), 0.0) - class_scale * r[:, None]
+    out = e * (row_scale[:, None] * inner) - jnp.where(onehot, gv[:, None], 0.0)
+    return jnp.where(valid[:, None], out, 0.0)
 
-  grad, _ = map_row_blocks(rows, z, lse, yc, valid, gv, own)
-  return grad.astype(z.dtype), None, None
+  out = jax.lax.cond(
+    fine,
+    lambda: grad(e, inv_norm, jnp.ones_like(m)),
+    lambda: grad(jnp.exp(z - lse[:, None] - m), jnp.ones_like(inv_norm), jnp.exp(m)),
+  )
+  return out.astype(z.dtype), None, None
 
 
 _gence_core.defvjp(
