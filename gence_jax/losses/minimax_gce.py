@@ -86,20 +86,26 @@ def _psi_pow(x, t, beta, p):
   very large beta as exp(p log1p(v)) (accurate in the cross-entropy limit), anything else as exp(p log psi).
   Zeros of psi give 0 with a zero (not NaN) derivative.
   """
-  v = (x + t[..., None]) / beta
-  pos = v > -1.0
-  if p == 0.0:
-    return pos.astype(x.dtype)
   if beta > _LOG1P_BETA:
+    v = (x + t[..., None]) / beta
+    pos = v > -1.0
+    if p == 0.0:
+      return pos.astype(x.dtype)
     return jnp.where(pos, jnp.exp(p * jnp.log1p(jnp.where(pos, v, 0.0))), 0.0)
-  psi = jnp.where(pos, 1.0 + v, 0.0)
+  inv_beta = 1.0 / beta
+  lin = x * inv_beta + (1.0 + t * inv_beta)[..., None]  # one multiply-add per logit: no division
+  if p == 0.0:
+    return (lin > 0.0).astype(x.dtype)
+  psi = jnp.maximum(lin, 0.0)
   whole, half = divmod(2.0 * p, 2.0)
   if half in (0.0, 1.0) and whole + half / 2 <= _FAST_POW_MAX:
     out = _int_pow(psi, int(whole)) if whole >= 1 else None
     if half:
+      pos = lin > 0.0
       root = jnp.where(pos, jnp.sqrt(jnp.where(pos, psi, 1.0)), 0.0)
       out = root if out is None else out * root
     return out
+  pos = lin > 0.0
   return jnp.where(pos, jnp.exp(p * jnp.log(jnp.where(pos, psi, 1.0))), 0.0)
 
 
