@@ -135,6 +135,23 @@ def flsd53(logits, labels, *, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
+@jax.custom_jvp
+def _max_other(logits, labels):
+  """max_{k != y} z_k per row (the largest non-label logit)."""
+  is_label = labels[..., None] == jnp.arange(logits.shape[-1])
+  return jnp.max(jnp.where(is_label, -jnp.inf, logits), axis=-1)
+
+
+@_max_other.defjvp
+def _max_other_jvp(primals, tangents):
+  # The derivative picks the maximising logit; a tie (measure zero) sends the whole tangent to each tied logit.
+  # Written out because the generic max rule also counts the ties, a second pass over [N, K].
+  logits, labels = primals
+  value = _max_other(logits, labels)
+  hit = (logits == value[..., None]) & (labels[..., None] != jnp.arange(logits.shape[-1]))
+  return value, jnp.sum(jnp.where(hit, tangents[0], 0.0), axis=-1)
+
+
 def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
   r"""Dual focal loss.
 
@@ -146,8 +163,7 @@ def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None
   check_hparam("dual_focal", "gamma", gamma, low=0.0)
   logits, labels, where, lse, log_py = _prepare(logits, labels, where, "dual_focal")
   k = logits.shape[-1]
-  is_label = jax.nn.one_hot(labels, k, dtype=jnp.bool_)
-  p_other = jnp.exp(jnp.max(jnp.where(is_label, -jnp.inf, logits), axis=-1) - lse)
+  p_other = jnp.exp(_max_other(logits, labels) - lse)
   loss = -modulator(-jnp.expm1(log_py) + p_other, gamma) * log_py
   return finalize(loss, labels, k, where)
 
