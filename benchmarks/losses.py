@@ -7,7 +7,7 @@ Usage::
     python benchmarks/losses.py --no-peer
 
 For every (batch, classes) shape and every loss in `gence_jax.losses.available_losses()` (default hyper-parameters;
-MGCE at beta in {1, 2, 11}) it times ``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in
+MGCE at beta in {1, 1.43, 2, 11}) it times ``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in
 the same process as ``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, round-robin (each
 round times CE and then every loss once, so load from other processes hits all alike), and reports the median wall
 time (``block_until_ready``, after warm-up) and the median over rounds of the ratio to CE's time in that round.
@@ -41,7 +41,7 @@ import optax
 from gence_jax.losses import available_losses, get_loss
 
 DEFAULT_SHAPES = "128x10,1024x100,4096x1000"
-MGCE_BETAS = (1.0, 2.0, 11.0)
+MGCE_BETAS = (1.0, 1.43, 2.0, 11.0)
 
 
 def _parse_shapes(text):
