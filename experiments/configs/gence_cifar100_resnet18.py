@@ -15,37 +15,12 @@ AUROC / AUPR / FPR95 from max-probability, entropy and energy scores). 10 seeds,
 set; validation keeps the same proportion); longtail:exp:100 keeps n_c = floor(n_max 100^(-c/(K-1))) images of class c
 (Cao et al. 2019), n_max = the smallest class count of the training split (450 here). Test sets stay balanced and
 clean.
-Training recipe: the GenCE paper's is not available to us, so this uses the one its focal-loss baselines were
-published with (Mukhoti et al. 2020, FLSD-53; also AdaFocal and Dual Focal): SGD momentum 0.9, weight decay 5e-4,
-batch 128, lr 0.1 divided by 10 at epochs 150 and 250, 350 epochs, standard crop + flip augmentation. Dual Focal's
-gamma is a hyper-parameter its authors tune per dataset; add values (``dual_focal:gamma=5.0``) to compare them.
+Training recipe (the one the focal-loss baselines were published with): gence_jax.train.protocols.gence_protocol.
+Dual Focal's gamma is a hyper-parameter its authors tune per dataset; add values (``dual_focal:gamma=5.0``) to compare them.
 """
 
-from gence_jax.train import default_config
+from gence_jax.train.protocols import gence_protocol
 
 
 def get_config():
-  config = default_config()
-  config.dataset.name = "cifar100"
-  config.dataset.val_fraction = 0.1
-  config.dataset.augment = "crop_flip"
-  config.model.name = "resnet18"
-  config.model.kwargs = {}
-  config.loss.name = "cross_entropy"  # `compare --losses` sets the loss of each run
-  config.loss.hparams = {}
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 0.1
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 5e-4
-  config.optimizer.schedule = "step"
-  config.optimizer.step_epochs = (150, 250)  # entries > 1 are epochs
-  config.optimizer.step_factor = 0.1
-  config.train.epochs = 350
-  config.train.batch_size = 128
-  config.train.eval_every_epochs = 10
-  config.train.checkpoint_every_steps = 2000
-  config.train.log_every_steps = 100
-  config.train.data_workers = 4  # host threads preparing batches ahead: the input pipeline must keep up with the GPU
-  config.calibration.num_bins = 20
-  config.ood.datasets = "svhn_cropped"
-  return config
+  return gence_protocol("cifar100")

@@ -1,11 +1,6 @@
-"""MGCE paper, Table 1, CIFAR-10 (Bondugula, Mazuelas, Perez & Liu, AISTATS 2026): ResNet-18, SGD momentum
-0.9, lr 0.01 (constant), batch 128, 150 epochs, gradient-norm clip 5.0, 10% of train held out for validation,
-symmetric label noise 0 / 0.2 / 0.4 on train AND validation (never test), 5 seeds; metrics accuracy and SCE.
-MGCE's beta is selected on validation accuracy (ties: NLL) over 8 values in [1, 11]: 1, 1.43, 2, 3, 4, 6, 8, 11
-(`--select mgce`), against generalized CE (q = 0.7), cross-entropy and MAE. MGCE trains with lambda ||theta||_1,
-lambda = 1e-5 (`loss.l1 = -1`: the loss's default; 0 for the other losses). Needs the TFDS `cifar10` data (in
-~/tensorflow_datasets, or add `--set dataset.data_dir=DIR`; TFDS downloads it if missing) and a GPU; runs and
-expected time: experiments/PROTOCOLS.md.
+"""MGCE paper (Bondugula et al., AISTATS 2026), Table 1, CIFAR-10 with ResNet-18: the protocol of
+`gence_jax.train.protocols.mgce_protocol`, beta selected on validation over 1, 1.43, 2, 3, 4, 6, 8, 11 against
+generalized CE (q = 0.7), cross-entropy and MAE. TFDS `cifar10` data and a GPU; expected time: PROTOCOLS.md.
 
     gence-jax compare --config experiments/configs/mgce_table1_cifar10.py --workdir runs/mgce_table1/cifar10 \
         --losses mgce:beta=1 mgce:beta=1.43 mgce:beta=2 mgce:beta=3 mgce:beta=4 mgce:beta=6 mgce:beta=8 mgce:beta=11 \
@@ -19,31 +14,10 @@ One run of the grid:
     gence-jax train --config experiments/configs/mgce_table1_cifar10.py --workdir runs/one \
         --set loss.name=mgce --set loss.hparams.beta=2.0 --set dataset.regimes=symmetric:0.2 --set seed=0
 
-Assumptions where the paper is silent: constant learning rate, no weight decay, the dataset's default augmentation
-(see gence_jax.data.TFDS_DATASETS), model selection on validation every 5 epochs, float32.
 """
 
-from gence_jax.train import default_config
+from gence_jax.train.protocols import mgce_protocol
 
 
 def get_config():
-  config = default_config()
-  config.dataset.name = "cifar10"
-  config.dataset.val_fraction = 0.1
-  config.model.name = "resnet18"
-  config.model.kwargs = {}
-  config.loss.name = "cross_entropy"  # `compare --losses` sets the loss of each run
-  config.loss.hparams = {}  # empty: a spec without hyper-parameters (cross_entropy, mae) must not inherit any
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 0.01
-  config.optimizer.momentum = 0.9
-  config.optimizer.schedule = "constant"
-  config.optimizer.grad_clip_norm = 5.0
-  config.train.epochs = 150
-  config.train.batch_size = 128
-  config.train.eval_every_epochs = 5
-  config.train.checkpoint_every_steps = 2000
-  config.train.log_every_steps = 100
-  config.train.data_workers = 4  # host threads preparing batches ahead: the input pipeline must keep up with the GPU
-  config.calibration.num_bins = 15
-  return config
+  return mgce_protocol("cifar10", "resnet18")

@@ -20,27 +20,16 @@ Assumptions where the paper is silent: SGD momentum 0.9 and gradient-norm clip 5
 128, 150 epochs, constant learning rate, 10% validation, model selection on validation every 5 epochs.
 """
 
-from gence_jax.train import default_config
+from gence_jax.train.protocols import mgce_protocol
 
 
 def get_config():
-  config = default_config()
-  config.dataset.name = "digits"  # placeholder: --set dataset.name=path/to/data.npz
-  config.dataset.val_fraction = 0.1
-  config.dataset.augment = "none"
-  config.model.name = "mlp"
-  config.model.kwargs = {"hidden": (1024,)}
-  config.loss.name = "cross_entropy"  # `compare --losses` sets the loss of each run
-  config.loss.hparams = {}
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 0.001
-  config.optimizer.momentum = 0.9
-  config.optimizer.schedule = "constant"
-  config.optimizer.grad_clip_norm = 5.0
-  config.train.epochs = 150
-  config.train.batch_size = 128
-  config.train.eval_every_epochs = 5
-  config.train.checkpoint_every_steps = 2000
-  config.train.log_every_steps = 100
-  config.calibration.num_bins = 15
+  config = mgce_protocol(
+    "digits",  # placeholder: --set dataset.name=path/to/data.npz
+    "mlp",
+    model_kwargs={"hidden": (1024,)},
+    learning_rate=0.001,
+    augment="none",
+    data_workers=0,
+  )
   return config
