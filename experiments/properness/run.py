@@ -550,7 +550,8 @@ def summary_markdown(results):
     "# Properness lab: summary",
     "",
     f"Produced by `{results['meta']['command']}` ({results['meta']['wall_time_s'] / 60:.1f} min).",
-    f"Every cell is mean +/- std over seeds {cfg['seeds']} (population std, ddof=0). `[ERM]`: exact full-batch minimiser",
+    f"Every cell is mean +/- std over seeds {cfg['seeds']} (population std, ddof=0). "
+    "`[ERM]`: exact full-batch minimiser",
     "(L-BFGS, float64); `[SGD B=..]` / columns `B=..`: minibatch Adam; column `B=full`: the ERM. `gence_noself` is",
     "GenCE with `include_self=False`; `mgce_bX/w` reads the MGCE model through the worst-case distribution w instead",
     "of the registered link h.",

@@ -174,6 +174,8 @@ def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=No
     labels: integer labels of shape ``logits.shape[:-1]``.
     include_self: if False the normaliser excludes the example itself:
       :math:`\log\big(\frac{1}{B-1}\sum_{j\ne i} q(y_i|x_j)\big)`. A batch with a single valid example then gives NaN.
+      Measured in ``experiments/properness``: more biased than the default, and training diverged when batches held
+      about one example per class or fewer (e.g. 10 classes at batch 16).
     where: optional bool mask of shape ``labels.shape``; ``False`` rows count nowhere (neither in B nor in any
       class sum) and their loss is 0.
     axis_name: a named axis (``pmap``, ``shard_map``, or ``jax.vmap(..., axis_name=...)``) or a tuple of them
