@@ -456,3 +456,71 @@ def test_regimes_only_on_train_when_asked():
   np.testing.assert_array_equal(ds.y_val, ds.y_val_clean)
   assert "val" not in ds.info["regimes"][0]
   assert (ds.y_train != ds.y_train_clean).sum() == round(0.4 * len(ds.y_train))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CIFAR-100 asymmetric noise: true superclasses vs blocks of 5 consecutive ids
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _ref_superclass_next(c):
+  members = sorted(f for f in range(100) if COARSE_OF_FINE[f] == COARSE_OF_FINE[c])
+  return members[(members.index(c) + 1) % 5]
+
+
+def _ref_block_next(c):
+  block = list(range(5 * (c // 5), 5 * (c // 5) + 5))
+  return block[(block.index(c) + 1) % 5]
+
+
+def test_cifar100_superclass_and_block_maps_differ_where_they_should():
+  sup, blk = R.cifar100_superclass_map(), R.cifar100_block_map()
+  assert sup == {c: _ref_superclass_next(c) for c in range(100)}
+  assert blk == {c: _ref_block_next(c) for c in range(100)}
+  assert sorted(blk.values()) == list(range(100))  # a permutation, as the superclass map
+  shared = [c for c in range(100) if _ref_superclass_next(c) == _ref_block_next(c)]
+  assert len(shared) == 4
+  assert [c for c in range(100) if sup[c] == blk[c]] == shared
+  # blocks of consecutive ids are not superclasses: most blocks span several superclasses
+  assert sum(len({COARSE_OF_FINE[f] for f in range(b, b + 5)}) > 1 for b in range(0, 100, 5)) >= 15
+  assert R.cifar100_asymmetric_map() == sup
+
+
+def test_cifar100_block_and_superclass_noise():
+  y = _balanced(20, 100, seed=3)
+  new_b, rec_b = R.cifar100_block_noise(y, 100, rate=0.25, seed=1)
+  new_s, rec_s = R.cifar100_superclass_noise(y, 100, rate=0.25, seed=1)
+  for new, ref in ((new_b, _ref_block_next), (new_s, _ref_superclass_next)):
+    ch = new != y
+    assert ch.sum() == 100 * 5  # exactly round(0.25 * 20) per class
+    assert all(ref(a) == b for a, b in zip(y[ch], new[ch]))
+  assert all(a // 5 == b // 5 for a, b in zip(y[new_b != y], new_b[new_b != y]))
+  assert rec_b["regime"] == "asym100_blocks" and "Ma" in rec_b["paper"]
+  assert rec_s["regime"] == "asym100_superclass" and "Patrini" in rec_s["paper"]
+  # the alias asym100 / cifar100_asymmetric_noise is the superclass variant
+  alias, _ = R.cifar100_asymmetric_noise(y, 100, rate=0.25, seed=1)
+  np.testing.assert_array_equal(alias, new_s)
+  blocks, _ = R.cifar100_asymmetric_noise(y, 100, rate=0.25, seed=1, variant="blocks")
+  np.testing.assert_array_equal(blocks, new_b)
+  for spec in ("asym100:0.25", "cifar100_asym:0.25", "asym100_superclass:0.25"):
+    reg = parse_regimes(spec)[0]
+    assert reg.name == "asym100_superclass" and reg.spec() == "asym100_superclass:0.25"
+    np.testing.assert_array_equal(reg(y, 100, seed=1)[0], new_s)
+  reg = parse_regimes("asym100_blocks:0.25:bernoulli")[0]
+  assert reg.kwargs == {"rate": 0.25, "exact": False} and reg.spec() == "asym100_blocks:0.25:bernoulli"
+  assert R.Regime("asym100", (("rate", 0.1),)).name == "asym100_superclass"
+  with pytest.raises(ValueError, match=r"^cifar100_block_noise: `num_classes` must be 100"):
+    R.cifar100_block_noise(y % 10, 10, rate=0.2, seed=0)
+  with pytest.raises(ValueError, match="variant"):
+    R.cifar100_asymmetric_noise(y, 100, rate=0.2, seed=0, variant="coarse")
+
+
+def test_parse_new_noise_regimes():
+  assert parse_regimes("symmetric_uniform:0.4")[0].kwargs == {"rate": 0.4}
+  assert parse_regimes("sym_uniform:0.4:bernoulli")[0].spec() == "symmetric_uniform:0.4:bernoulli"
+  with pytest.raises(ValueError, match="bernoulli"):
+    parse_regimes("symmetric:0.4:bernoulli")
+  with pytest.raises(ValueError, match="matrix"):
+    parse_regimes("matrix:")
+  with pytest.raises(ValueError, match="instance"):
+    parse_regimes("instance:0.1:0.1:1:2")

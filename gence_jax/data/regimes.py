@@ -4,41 +4,58 @@ Every regime is a *pure* NumPy function. Label-noise regimes take the label vect
 
     new_labels, record = symmetric_noise(labels, num_classes, rate=0.4, seed=0)
 
-and subsampling regimes take an ``(x, y)`` pair (``x`` may be any array with the same leading length, e.g. example ids)
+(the instance-dependent one also takes the features: ``instance_dependent_noise(x, labels, num_classes, ...)``),
+and subsampling regimes take an ``(x, y)`` pair (``x`` may be any array with the same leading length, e.g. example
+ids)
 
     (x_new, y_new), record = long_tail((x, y), num_classes, ratio=100, seed=0)
 
 (``long_tail_indices`` / ``small_data_indices`` return the kept indices instead). ``record`` is a JSON-serialisable
-dict of what was *realised*: the parameters, the seed, the number of examples flipped / kept, the realised noise rate
-and the per-class counts before and after. The same arguments always give the same result.
+dict of what was *realised*: the parameters, the seed, the number of examples flipped / kept, the realised noise rate,
+the per-class counts before and after and, for label noise, the realised transition counts
+``record["transition_counts"][i][j]`` = number of examples of true class ``i`` labelled ``j`` afterwards
+(:func:`realised_transition_matrix` turns them into a row-stochastic matrix). The same arguments always give the same
+result.
 
 For configs and command lines, :func:`parse_regimes` turns a spec string such as
 ``"symmetric:0.4,longtail:exp:100,small:20"`` into a list of :class:`Regime` objects, which
 :func:`gence_jax.data.load_dataset` applies in order to the training and validation splits (never to the test split).
 
-Spec grammar (comma-separated items, each ``name:arg:arg...``; whitespace ignored):
+Spec grammar (comma-separated items, each ``name:arg:arg...``; whitespace around fields ignored):
 
-==================================  ====================================================================
-``symmetric:<rate>``                exact-count symmetric noise (Ma et al. 2020), :func:`symmetric_noise`
-``symmetric_tm:<rate>``             transition-matrix symmetric noise (per-example Bernoulli),
-                                    :func:`transition_symmetric_noise` (alias ``transition:<rate>``)
-``pairflip:<rate>``                 pair flip c -> c+1 mod K (Han et al. 2018), :func:`pair_flip_noise`
-``asym10:<rate>``                   CIFAR-10 asymmetric (Patrini et al. 2017), :func:`cifar10_asymmetric_noise`
-                                    (alias ``cifar10_asym``)
-``asym100:<rate>``                  CIFAR-100 within-superclass asymmetric, :func:`cifar100_asymmetric_noise`
-                                    (alias ``cifar100_asym``)
-``longtail:<exp|step>:<ratio>``     long-tailed subsampling (Cao et al. 2019), :func:`long_tail`;
-                                    ``longtail:<ratio>`` means ``exp``; an optional 4th field is ``n_max``
-``small:<n>``                       ``n`` examples per class, :func:`small_data` (alias ``small_data``)
-==================================  ====================================================================
+======================================  ================================================================================
+``symmetric:<rate>``                    exact count flipped to a *different* class (Ma et al. 2020),
+                                        :func:`symmetric_noise`
+``symmetric_tm:<rate>``                 per-example flip to a different class with probability ``rate``
+                                        (Patrini et al. 2017), :func:`transition_symmetric_noise`
+                                        (alias ``transition:<rate>``)
+``symmetric_uniform:<rate>``            exact count *resampled* uniformly from all K classes, so the true class may be
+                                        kept (DivideMix, Li et al. 2020), :func:`symmetric_uniform_noise`
+``pairflip:<rate>``                     pair flip c -> c+1 mod K (Han et al. 2018), :func:`pair_flip_noise`
+``asym10:<rate>``                       CIFAR-10 asymmetric (Patrini et al. 2017), :func:`cifar10_asymmetric_noise`
+                                        (alias ``cifar10_asym``)
+``asym100_superclass:<rate>``           CIFAR-100: next fine class of the true superclass (Patrini et al. 2017's text),
+                                        :func:`cifar100_superclass_noise` (aliases ``asym100``, ``cifar100_asym``)
+``asym100_blocks:<rate>``               CIFAR-100: next id within blocks of 5 consecutive ids (released code of Patrini
+                                        et al. 2017 and Ma et al. 2020), :func:`cifar100_block_noise`
+``matrix:<file.npy|file.csv>``          user-given K x K row-stochastic matrix, each label drawn from its row,
+                                        :func:`transition_matrix_noise`; inline form ``matrix:0.8 0.2;0.3 0.7``
+``instance:<rate>[:<std>[:<wseed>]]``   instance-dependent noise of Xia et al. 2020, :func:`instance_dependent_noise`
+                                        (needs the features: see :meth:`Regime.indices_or_labels`)
+``longtail:<exp|step>:<ratio>``         long-tailed subsampling (Cao et al. 2019), :func:`long_tail`;
+                                        ``longtail:<ratio>`` means ``exp``; an optional 4th field is ``n_max``
+``small:<n>``                           ``n`` examples per class, :func:`small_data` (alias ``small_data``)
+======================================  ================================================================================
 
-Rates must lie in [0, 1); the asymmetric and pair-flip regimes also accept the keyword ``:bernoulli`` as last field
-(per-example coin flips instead of an exact count per class).
+Rates must lie in [0, 1); the asymmetric, pair-flip and ``symmetric_uniform`` regimes also accept the keyword
+``:bernoulli`` as last field (per-example coin flips instead of an exact count). A matrix path may not contain a
+comma (the item separator).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from typing import Any, Callable, Mapping, Sequence
 
@@ -50,13 +67,24 @@ __all__ = [
   "CIFAR100_SUPERCLASS_NAMES",
   "CIFAR100_FINE_TO_COARSE",
   "Regime",
+  "cifar100_superclass_map",
+  "cifar100_block_map",
   "cifar100_asymmetric_map",
   "class_map_noise",
   "symmetric_noise",
   "transition_symmetric_noise",
+  "symmetric_uniform_noise",
   "pair_flip_noise",
   "cifar10_asymmetric_noise",
+  "cifar100_superclass_noise",
+  "cifar100_block_noise",
   "cifar100_asymmetric_noise",
+  "load_transition_matrix",
+  "check_transition_matrix",
+  "transition_matrix_noise",
+  "instance_dependent_transition",
+  "instance_dependent_noise",
+  "realised_transition_matrix",
   "long_tail_counts",
   "long_tail_indices",
   "long_tail",
@@ -139,16 +167,35 @@ def _fine_to_coarse() -> tuple[int, ...]:
 CIFAR100_FINE_TO_COARSE: tuple[int, ...] = _fine_to_coarse()
 
 
-def cifar100_asymmetric_map() -> dict[int, int]:
-  """Map each CIFAR-100 fine class to the next fine class (by id) of its superclass, circularly.
+def cifar100_superclass_map() -> dict[int, int]:
+  """Map each CIFAR-100 fine class to the next fine class (by id) of its *true* superclass, circularly.
 
-  This is the CIFAR-100 asymmetric noise of Patrini et al. (2017), as used by Ma et al. (2020).
+  With the five fine ids of a superclass sorted, ``f_0 < ... < f_4`` (:data:`CIFAR100_SUPERCLASSES`), the map is
+  ``f_j -> f_{(j + 1) mod 5}``. This is the CIFAR-100 asymmetric noise as the text of Patrini et al. (2017, CVPR)
+  describes it: each class flips into the next one of its super-class, circularly.
   """
   out: dict[int, int] = {}
   for fines in CIFAR100_SUPERCLASSES:
     for j, f in enumerate(fines):
       out[f] = fines[(j + 1) % len(fines)]
   return out
+
+
+def cifar100_block_map() -> dict[int, int]:
+  """Map each CIFAR-100 fine id ``c`` to the next id of its block of five *consecutive* ids, circularly:
+  ``c -> 5 * (c // 5) + (c + 1) mod 5``.
+
+  This is what the released code of Patrini et al. (2017) and of Ma et al. (2020, ICML, "Normalized Loss Functions
+  for Deep Learning with Noisy Labels") builds for CIFAR-100 asymmetric noise: a 5 x 5 circular "next class" block
+  on the diagonal for ids ``5i .. 5i+4``. With the standard alphabetical fine ids these blocks are *not* the
+  superclasses; the map agrees with :func:`cifar100_superclass_map` on 4 of the 100 classes only.
+  """
+  return {c: 5 * (c // 5) + (c + 1) % 5 for c in range(100)}
+
+
+def cifar100_asymmetric_map() -> dict[int, int]:
+  """Alias of :func:`cifar100_superclass_map` (the ``asym100`` regime is ``asym100_superclass``)."""
+  return cifar100_superclass_map()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,29 +215,53 @@ def derive_seed(seed: int, *tags: Any) -> int:
   return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def _check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
-  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+def _pre(fn: str | None) -> str:
+  return f"{fn}: " if fn else ""
+
+
+def _check_labels(labels: Any, num_classes: int, name: str = "labels", fn: str | None = None) -> np.ndarray:
+  """1-D int64 labels in ``[0, num_classes)``; ``fn`` (the public function's name) prefixes the error message."""
+  pre = _pre(fn)
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"{pre}num_classes must be a positive integer, got {num_classes!r}")
   y = np.asarray(labels)
   if y.ndim != 1:
-    raise ValueError(f"{name} must be a 1-D integer array, got shape {y.shape}")
+    raise ValueError(f"{pre}{name} must be a 1-D integer array, got shape {y.shape}")
   if y.size and not np.issubdtype(y.dtype, np.integer):
-    if not np.all(np.equal(np.mod(y, 1), 0)):
-      raise ValueError(f"{name} must be integers, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.equal(np.mod(y, 1), 0)):
+      raise ValueError(f"{pre}{name} must be integers, got dtype {y.dtype}")
   y = y.astype(np.int64)
   if y.size and (y.min() < 0 or y.max() >= num_classes):
-    raise ValueError(f"{name} out of range [0, {num_classes}): min {int(y.min())}, max {int(y.max())}")
+    raise ValueError(f"{pre}{name} out of range [0, {num_classes}): min {int(y.min())}, max {int(y.max())}")
   return y
 
 
-def _check_rate(rate: float, name: str = "rate") -> float:
+def _check_rate(rate: float, name: str = "rate", fn: str | None = None) -> float:
+  pre = _pre(fn)
   try:
     r = float(rate)
   except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number in [0, 1), got {rate!r}") from None
+    raise ValueError(f"{pre}{name} must be a number in [0, 1), got {rate!r}") from None
   if not (0.0 <= r < 1.0):
-    raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
+    raise ValueError(f"{pre}{name} must lie in [0, 1), got {rate!r}")
   return r
+
+
+def _transition_counts(y_old: np.ndarray, y_new: np.ndarray, num_classes: int) -> np.ndarray:
+  """``C[i, j]`` = number of examples with true label ``i`` and new label ``j``."""
+  k = int(num_classes)
+  return np.bincount(y_old * k + y_new, minlength=k * k).reshape(k, k)
+
+
+def realised_transition_matrix(record: Mapping[str, Any]) -> np.ndarray:
+  """The realised transition matrix of a label-noise record: ``T_hat[i, j] = C[i, j] / sum_j C[i, j]`` from
+  ``record["transition_counts"]`` (float64, K x K). Rows of classes with no example are NaN."""
+  if "transition_counts" not in record:
+    raise ValueError("realised_transition_matrix: `record` has no 'transition_counts' (not a label-noise record?)")
+  c = np.asarray(record["transition_counts"], dtype=np.float64)
+  rows = c.sum(axis=1, keepdims=True)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(rows > 0, c / np.where(rows > 0, rows, 1.0), np.nan)
 
 
 def _counts(y: np.ndarray, num_classes: int) -> list[int]:
@@ -215,6 +286,7 @@ def _noise_record(
     "flipped_per_class": [int(c) for c in per_class],
     "class_counts_before": _counts(y_old, num_classes),
     "class_counts_after": _counts(y_new, num_classes),
+    "transition_counts": _transition_counts(y_old, y_new, num_classes).tolist(),
   }
 
 
@@ -262,6 +334,14 @@ _HAN2018 = (
   "Han, Yao, Yu, Niu, Xu, Hu, Tsang, Sugiyama 2018, 'Co-teaching: Robust Training of Deep Neural "
   "Networks with Extremely Noisy Labels', NeurIPS"
 )
+_LI2020 = (
+  "Li, Socher, Hoi 2020, 'DivideMix: Learning with Noisy Labels as Semi-supervised Learning', ICLR "
+  "(symmetric noise as in its released code)"
+)
+_XIA2020 = (
+  "Xia, Liu, Han, Wang, Gong, Liu, Niu, Tao, Sugiyama 2020, 'Part-dependent Label Noise: Towards "
+  "Instance-dependent Label Noise', NeurIPS (instance-dependent noise generation, its Algorithm 2)"
+)
 _CAO2019 = (
   "Cao, Wei, Gaidon, Arechiga, Ma 2019, 'Learning Imbalanced Datasets with Label-Distribution-Aware "
   "Margin Loss', NeurIPS"
@@ -308,6 +388,40 @@ def transition_symmetric_noise(labels: Any, num_classes: int, *, rate: float, se
   new = y.copy()
   new[flip] = _other_class(y[flip], num_classes, rng)
   return new, _noise_record("symmetric_tm", _PATRINI2017, {"rate": r}, seed, y, new, num_classes)
+
+
+def symmetric_uniform_noise(
+  labels: Any, num_classes: int, *, rate: float, seed: int, exact: bool = True
+) -> tuple[np.ndarray, dict]:
+  """Symmetric noise that may keep the true class (the convention of DivideMix, Li et al. 2020, ICLR).
+
+  A label chosen for corruption is replaced by a class drawn uniformly from *all* ``K`` classes, its own included,
+  so the transition matrix is
+
+      T = (1 - r) I + (r / K) 1 1^T,     P(noisy label != true label) = r (1 - 1/K).
+
+  ``exact=True`` (default, as in DivideMix's code): exactly ``round(rate * n)`` examples are chosen without
+  replacement and resampled; ``exact=False``: each example is resampled independently with probability ``rate``.
+  The nominal ``rate`` is ``record["params"]["rate"]``; ``record["num_resampled"]`` counts the resampled examples,
+  ``record["expected_rate"] = r (1 - 1/K)`` and ``record["realised_rate"]`` is the fraction whose label changed.
+  Contrast :func:`symmetric_noise` (Ma et al. 2020), where every chosen label changes to a *different* class.
+  """
+  fn = "symmetric_uniform_noise"
+  y = _check_labels(labels, num_classes, fn=fn)
+  r = _check_rate(rate, fn=fn)
+  n = y.size
+  rng = np.random.default_rng(seed)
+  if exact:
+    m = int(round(r * n))
+    idx = rng.choice(n, size=m, replace=False) if m else np.zeros(0, np.int64)
+  else:
+    idx = np.flatnonzero(rng.random(n) < r)
+  new = y.copy()
+  new[idx] = rng.integers(0, num_classes, size=idx.size)
+  rec = _noise_record("symmetric_uniform", _LI2020, {"rate": r, "exact": bool(exact)}, seed, y, new, num_classes)
+  rec["num_resampled"] = int(idx.size)
+  rec["expected_rate"] = r * (1.0 - 1.0 / num_classes)
+  return new, rec
 
 
 def class_map_noise(
@@ -380,23 +494,321 @@ def cifar10_asymmetric_noise(
   )
 
 
-def cifar100_asymmetric_noise(
+def _check_cifar100(num_classes: int, fn: str) -> None:
+  if num_classes != 100:
+    raise ValueError(f"{fn}: `num_classes` must be 100 for CIFAR-100 asymmetric noise, got {num_classes!r}")
+
+
+def cifar100_superclass_noise(
   labels: Any, num_classes: int = 100, *, rate: float, seed: int, exact: bool = True
 ) -> tuple[np.ndarray, dict]:
-  """CIFAR-100 asymmetric noise (Patrini et al. 2017; Ma et al. 2020): each fine class flips to the next fine
-  class of its superclass, circularly (superclass table :data:`CIFAR100_SUPERCLASSES`, Krizhevsky 2009)."""
-  if num_classes != 100:
-    raise ValueError(f"num_classes must be 100 for CIFAR-100 asymmetric noise, got {num_classes}")
+  """CIFAR-100 asymmetric noise within the *true* superclasses, as the text of Patrini et al. (2017, CVPR)
+  describes it: each fine class flips, with ``rate``, to the next fine class of its superclass, circularly
+  (:func:`cifar100_superclass_map`; superclass table :data:`CIFAR100_SUPERCLASSES`, Krizhevsky 2009).
+
+  ``exact=True`` (default): exactly ``round(rate * n_c)`` examples of each class flip; ``exact=False``: each
+  example flips with probability ``rate`` (see :func:`class_map_noise`). Regime ``asym100_superclass``.
+  """
+  _check_cifar100(num_classes, "cifar100_superclass_noise")
   return class_map_noise(
     labels,
     100,
-    mapping=cifar100_asymmetric_map(),
+    mapping=cifar100_superclass_map(),
     rate=rate,
     seed=seed,
     exact=exact,
-    name="asym100",
-    paper=_PATRINI2017,
+    name="asym100_superclass",
+    paper=_PATRINI2017 + " (the paper's description: within true superclasses)",
   )
+
+
+def cifar100_block_noise(
+  labels: Any, num_classes: int = 100, *, rate: float, seed: int, exact: bool = True
+) -> tuple[np.ndarray, dict]:
+  """CIFAR-100 asymmetric noise within blocks of five consecutive ids, as the released code of Ma et al. (2020,
+  ICML) -- and, before it, of Patrini et al. (2017) -- builds it: ``c -> 5 (c // 5) + (c + 1) mod 5`` with
+  ``rate`` (:func:`cifar100_block_map`). Reproduces the CIFAR-100 asymmetric setting behind Ma et al.'s numbers.
+
+  Their code draws each label from its row of the transition matrix (per-example, ``exact=False`` here); the default
+  ``exact=True`` flips exactly ``round(rate * n_c)`` examples of each class. Regime ``asym100_blocks``.
+  """
+  _check_cifar100(num_classes, "cifar100_block_noise")
+  return class_map_noise(
+    labels,
+    100,
+    mapping=cifar100_block_map(),
+    rate=rate,
+    seed=seed,
+    exact=exact,
+    name="asym100_blocks",
+    paper=_MA2020 + " (released code: blocks of 5 consecutive ids, as in the code of Patrini et al. 2017)",
+  )
+
+
+def cifar100_asymmetric_noise(
+  labels: Any, num_classes: int = 100, *, rate: float, seed: int, exact: bool = True, variant: str = "superclass"
+) -> tuple[np.ndarray, dict]:
+  """CIFAR-100 asymmetric noise; ``variant="superclass"`` (default, :func:`cifar100_superclass_noise`) or
+  ``"blocks"`` (:func:`cifar100_block_noise`). The two differ on 96 of the 100 classes."""
+  if variant == "superclass":
+    return cifar100_superclass_noise(labels, num_classes, rate=rate, seed=seed, exact=exact)
+  if variant == "blocks":
+    return cifar100_block_noise(labels, num_classes, rate=rate, seed=seed, exact=exact)
+  raise ValueError(f"cifar100_asymmetric_noise: `variant` must be 'superclass' or 'blocks', got {variant!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User-given transition matrices
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Tolerance on |sum_j T[i, j] - 1| for a user-given transition matrix.
+ROW_SUM_ATOL = 1e-6
+
+
+def load_transition_matrix(path: str | os.PathLike) -> np.ndarray:
+  """Read a K x K matrix from a ``.npy`` file or a ``.csv`` file (comma-separated, one row per line, ``#``
+  comments allowed). Returns float64; validate it with :func:`check_transition_matrix`."""
+  p = os.fspath(path)
+  low = p.lower()
+  if not low.endswith((".npy", ".csv")):
+    raise ValueError(f"load_transition_matrix: `path` must end in .npy or .csv, got {p!r}")
+  if not os.path.isfile(p):
+    raise FileNotFoundError(f"load_transition_matrix: `path` {p!r} does not exist")
+  try:
+    if low.endswith(".npy"):
+      m = np.load(p, allow_pickle=False)
+    else:
+      m = np.loadtxt(p, delimiter=",", ndmin=2, dtype=np.float64)
+    return np.asarray(m, dtype=np.float64)
+  except ValueError as e:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise ValueError(f"load_transition_matrix: cannot read a numeric matrix from {p!r}: {msg}") from None
+
+
+def check_transition_matrix(
+  matrix: Any, num_classes: int | None = None, *, fn: str = "check_transition_matrix", atol: float = ROW_SUM_ATOL
+) -> np.ndarray:
+  """Validate a row-stochastic transition matrix ``T[i, j] = P(noisy = j | true = i)``: square, ``K x K`` with
+  ``K == num_classes`` (when given), finite, non-negative, every row summing to 1 within ``atol``. Returns it as
+  float64, values unchanged (the samplers divide by the row sum). Errors are one line, prefixed by ``fn``."""
+  try:
+    t = np.asarray(matrix, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise ValueError(f"{fn}: `matrix` must be a numeric K x K array, got {type(matrix).__name__}") from None
+  if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 1:
+    raise ValueError(f"{fn}: `matrix` must be a square K x K array, got shape {t.shape}")
+  k = t.shape[0]
+  if num_classes is not None and k != num_classes:
+    raise ValueError(f"{fn}: `matrix` is {k} x {k} but num_classes is {num_classes}")
+  bad = ~np.isfinite(t)
+  if bad.any():
+    i, j = (int(v) for v in np.argwhere(bad)[0])
+    raise ValueError(f"{fn}: `matrix` has a non-finite entry {t[i, j]} at ({i}, {j})")
+  if (t < 0).any():
+    i, j = (int(v) for v in np.argwhere(t < 0)[0])
+    raise ValueError(f"{fn}: `matrix` has a negative entry {t[i, j]:.6g} at ({i}, {j}); rows must be probabilities")
+  sums = t.sum(axis=1)
+  off = np.abs(sums - 1.0) > atol
+  if off.any():
+    i = int(np.flatnonzero(off)[0])
+    raise ValueError(f"{fn}: `matrix` row {i} sums to {sums[i]:.9g}, not 1 (tolerance {atol:g})")
+  return t
+
+
+def _sample_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+  """Inverse-CDF draw of one class per row of ``probs`` (rows summing to ~1) from uniforms ``u`` in [0, 1):
+  the first ``j`` with ``cumsum(p)[j] > u * sum(p)``, so zero-probability classes are never drawn."""
+  cum = np.cumsum(probs, axis=1)
+  v = u[:, None] * cum[:, -1:]
+  return np.minimum((cum <= v).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+
+
+def transition_matrix_noise(
+  labels: Any, num_classes: int, *, matrix: Any, seed: int, path: str | None = None
+) -> tuple[np.ndarray, dict]:
+  """Label noise from a user-given row-stochastic transition matrix: each example's noisy label is drawn
+  independently from row ``T[y_i]``, ``P(noisy = j | true = i) = T[i, j]`` (the class-conditional noise model of
+  Patrini et al. 2017).
+
+  ``matrix``: a K x K array, or a path to a ``.npy``/``.csv`` file (:func:`load_transition_matrix`); validated by
+  :func:`check_transition_matrix`. ``path`` (optional) is only recorded. The record holds the matrix as given
+  (``params["matrix"]``), ``expected_rate = mean_i (1 - T[y_i, y_i])`` and the realised ``transition_counts``.
+  """
+  fn = "transition_matrix_noise"
+  y = _check_labels(labels, num_classes, fn=fn)
+  if isinstance(matrix, (str, os.PathLike)):
+    path = os.fspath(matrix) if path is None else path
+    matrix = load_transition_matrix(matrix)
+  t = check_transition_matrix(matrix, num_classes, fn=fn)
+  rng = np.random.default_rng(seed)
+  u = rng.random(y.size)
+  new = _sample_rows(t[y], u) if y.size else y.copy()
+  params = {"matrix": t.tolist(), "path": None if path is None else str(path)}
+  rec = _noise_record(
+    "matrix", _PATRINI2017 + " (class-conditional noise, user-given T)", params, seed, y, new, num_classes
+  )
+  rec["expected_rate"] = float(np.mean(1.0 - t[y, y])) if y.size else 0.0
+  return new, rec
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instance-dependent noise
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _truncated_normal(rng: np.random.Generator, n: int, mean: float, std: float, low: float, high: float):
+  """``n`` draws of N(mean, std^2) conditioned on [low, high], by rejection (redraw the rejected ones)."""
+  if std == 0:
+    return np.full(n, min(max(mean, low), high), dtype=np.float64)
+  out = rng.normal(mean, std, size=n)
+  bad = np.flatnonzero((out < low) | (out > high))
+  while bad.size:
+    out[bad] = rng.normal(mean, std, size=bad.size)
+    bad = bad[(out[bad] < low) | (out[bad] > high)]
+  return out
+
+
+def _flat_features(x: Any, n: int, fn: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim < 1 or x.shape[0] != n:
+    raise ValueError(f"{fn}: `x` must have one row per label ({n}), got shape {x.shape}")
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    raise ValueError(f"{fn}: `x` must be numeric, got dtype {x.dtype}")
+  return x.reshape(n, -1)
+
+
+def _instance_rows(xc: np.ndarray, c: int, q: np.ndarray, w_c: np.ndarray) -> np.ndarray:
+  """Rows ``P_i`` of Xia et al.'s generator for examples of true class ``c`` (features ``xc``, flip rates ``q``)."""
+  with np.errstate(invalid="ignore", over="ignore"):  # non-finite features give NaN rows; the caller raises
+    z = xc.astype(np.float64) @ w_c
+    z[:, c] = -np.inf
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=1, keepdims=True) * q[:, None]
+  p[:, c] = 1.0 - q
+  return p
+
+
+def instance_dependent_transition(
+  x: Any, labels: Any, num_classes: int, *, flip_rates: Any, weights: Any
+) -> np.ndarray:
+  """Per-example transition rows of the instance-dependent generator of Xia et al. (2020, NeurIPS, Algorithm 2):
+
+      z_i = x_i W_{y_i},   z_{i, y_i} = -inf,   P_i = q_i softmax(z_i),   P_{i, y_i} = 1 - q_i
+
+  ``x``: features, one row per example (flattened to ``(n, d)``); ``flip_rates``: ``q`` of shape ``(n,)`` in
+  [0, 1]; ``weights``: ``W`` of shape ``(K, d, K)`` (one ``d x K`` matrix per true class). Returns ``P`` of shape
+  ``(n, K)`` (float64, rows sum to 1). Needs ``K >= 2``.
+  """
+  fn = "instance_dependent_transition"
+  y = _check_labels(labels, num_classes, fn=fn)
+  if num_classes < 2:
+    raise ValueError(f"{fn}: `num_classes` must be >= 2, got {num_classes}")
+  xf = _flat_features(x, y.size, fn)
+  q = np.asarray(flip_rates, dtype=np.float64)
+  if q.shape != y.shape or not np.all((q >= 0) & (q <= 1)):
+    raise ValueError(f"{fn}: `flip_rates` must have shape {y.shape} with values in [0, 1]")
+  w = np.asarray(weights, dtype=np.float64)
+  if w.shape != (num_classes, xf.shape[1], num_classes):
+    raise ValueError(
+      f"{fn}: `weights` must have shape (K, d, K) = {(num_classes, xf.shape[1], num_classes)}, got {w.shape}"
+    )
+  out = np.zeros((y.size, num_classes), np.float64)
+  for c in range(num_classes):
+    idx = np.flatnonzero(y == c)
+    if idx.size:
+      out[idx] = _instance_rows(xf[idx], c, q[idx], w[c])
+  if not np.all(np.isfinite(out)):
+    raise ValueError(f"{fn}: `x` or `weights` give non-finite logits (non-finite inputs?)")
+  return out
+
+
+def instance_dependent_noise(
+  x: Any,
+  labels: Any,
+  num_classes: int,
+  *,
+  rate: float,
+  seed: int,
+  std: float = 0.1,
+  weights: Any = None,
+  weights_seed: int | None = None,
+  chunk_rows: int = 4096,
+) -> tuple[np.ndarray, dict]:
+  """Instance-dependent label noise, the generator of Xia et al. (2020, NeurIPS, "Part-dependent Label Noise",
+  Algorithm 2 of its appendix, and their released code):
+
+  1. per-example flip rates ``q_i ~ N(rate, std^2)`` truncated to [0, 1] (``std = 0.1`` in the paper);
+  2. ``W_c ~ N(0, 1)`` of shape ``(d, K)``, one per true class ``c`` (``d`` = number of features of ``x``);
+  3. ``P_i`` from :func:`instance_dependent_transition`: ``q_i softmax(x_i W_{y_i})`` off the true class (which is
+     masked to -inf before the softmax), ``1 - q_i`` on it;
+  4. the noisy label is drawn from ``P_i``.
+
+  So the flip probability of example ``i`` is exactly ``q_i`` and ``E[flip] = E[q]``, ``rate`` away from the
+  truncation. ``x`` is used as given, flattened per example (the authors feed raw pixel values as floats); the scale
+  of ``x`` sets how peaked the softmax is. ``W`` is drawn from ``weights_seed`` (default: ``seed``; fix it to share
+  one ``W`` between splits or runs) class by class, or given as ``weights`` of shape ``(K, d, K)``; ``q`` and the
+  sampling use ``seed``.
+
+  Returns ``(new_labels, record)``; the record adds ``flip_rates`` (mean, std, min, max of the drawn ``q``),
+  ``expected_rate`` (mean ``q``) and ``expected_transition_matrix`` (per true class, the mean of ``P_i``; rows of
+  classes with no example are 0), against which ``transition_counts`` can be compared.
+  """
+  fn = "instance_dependent_noise"
+  y = _check_labels(labels, num_classes, fn=fn)
+  r = _check_rate(rate, fn=fn)
+  if num_classes < 2:
+    raise ValueError(f"{fn}: `num_classes` must be >= 2, got {num_classes}")
+  try:
+    sd = float(std)
+  except (TypeError, ValueError):
+    raise ValueError(f"{fn}: `std` must be a number >= 0, got {std!r}") from None
+  if not (np.isfinite(sd) and sd >= 0):
+    raise ValueError(f"{fn}: `std` must be a finite number >= 0, got {std!r}")
+  n = y.size
+  xf = _flat_features(x, n, fn)
+  d = xf.shape[1]
+  if weights is not None:
+    w_all = np.asarray(weights, dtype=np.float64)
+    if w_all.shape != (num_classes, d, num_classes):
+      raise ValueError(
+        f"{fn}: `weights` must have shape (K, d, K) = {(num_classes, d, num_classes)}, got {w_all.shape}"
+      )
+  rng = np.random.default_rng(seed)
+  q = _truncated_normal(rng, n, r, sd, 0.0, 1.0)
+  u = rng.random(n)
+  w_seed = int(seed) if weights_seed is None else int(weights_seed)
+  w_rng = np.random.default_rng(derive_seed(w_seed, "instance_weights"))
+  new = y.copy()
+  expected = np.zeros((num_classes, num_classes), np.float64)
+  for c in range(num_classes):
+    w_c = w_all[c] if weights is not None else w_rng.standard_normal((d, num_classes))
+    idx = np.flatnonzero(y == c)
+    for lo in range(0, idx.size, max(1, int(chunk_rows))):
+      part = idx[lo : lo + max(1, int(chunk_rows))]
+      p = _instance_rows(xf[part], c, q[part], w_c)
+      if not np.all(np.isfinite(p)):
+        raise ValueError(f"{fn}: `x` gives non-finite logits x_i W_c for class {c} (non-finite features?)")
+      expected[c] += p.sum(axis=0)
+      new[part] = _sample_rows(p, u[part])
+  counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+  expected = np.where(counts[:, None] > 0, expected / np.maximum(counts, 1.0)[:, None], 0.0)
+  params = {
+    "rate": r,
+    "std": sd,
+    "weights": "given" if weights is not None else "drawn",
+    "weights_seed": None if weights is not None else w_seed,
+    "num_features": int(d),
+  }
+  rec = _noise_record("instance", _XIA2020, params, seed, y, new, num_classes)
+  rec["flip_rates"] = (
+    {"mean": float(q.mean()), "std": float(q.std()), "min": float(q.min()), "max": float(q.max())}
+    if n
+    else {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+  )
+  rec["expected_rate"] = float(q.mean()) if n else 0.0
+  rec["expected_transition_matrix"] = expected.tolist()
+  return new, rec
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -528,28 +940,42 @@ def small_data(
 _LABEL_FNS: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {
   "symmetric": symmetric_noise,
   "symmetric_tm": transition_symmetric_noise,
+  "symmetric_uniform": symmetric_uniform_noise,
   "pairflip": pair_flip_noise,
   "asym10": cifar10_asymmetric_noise,
-  "asym100": cifar100_asymmetric_noise,
+  "asym100_superclass": cifar100_superclass_noise,
+  "asym100_blocks": cifar100_block_noise,
+  "matrix": transition_matrix_noise,
+  "instance": instance_dependent_noise,
 }
 _SUBSET_FNS: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {
   "longtail": long_tail_indices,
   "small": small_data_indices,
 }
+#: Regimes whose labels are drawn per example (``:bernoulli``) or as an exact count (default).
+_EXACT_OPTION = ("symmetric_uniform", "pairflip", "asym10", "asym100_superclass", "asym100_blocks")
 _ALIASES = {
   "sym": "symmetric",
   "symmetric_exact": "symmetric",
   "transition": "symmetric_tm",
   "symmetric_transition": "symmetric_tm",
   "sym_tm": "symmetric_tm",
+  "sym_uniform": "symmetric_uniform",
+  "symmetric_dividemix": "symmetric_uniform",
   "pair": "pairflip",
   "pair_flip": "pairflip",
   "cifar10_asym": "asym10",
   "asym_cifar10": "asym10",
   "asymmetric10": "asym10",
-  "cifar100_asym": "asym100",
-  "asym_cifar100": "asym100",
-  "asymmetric100": "asym100",
+  # ``asym100`` keeps meaning what it always meant here: the superclass map of Patrini et al.'s text.
+  "asym100": "asym100_superclass",
+  "cifar100_asym": "asym100_superclass",
+  "asym_cifar100": "asym100_superclass",
+  "asymmetric100": "asym100_superclass",
+  "asym100_block": "asym100_blocks",
+  "user_matrix": "matrix",
+  "instance_dependent": "instance",
+  "idn": "instance",
   "long_tail": "longtail",
   "lt": "longtail",
   "small_data": "small",
@@ -557,26 +983,51 @@ _ALIASES = {
 }
 
 
+def _freeze(v: Any) -> Any:
+  """Arrays and lists as nested tuples of floats, so a :class:`Regime` stays hashable and comparable."""
+  if isinstance(v, (np.ndarray, list, tuple)):
+    a = np.asarray(v, dtype=np.float64)
+    return tuple(map(tuple, a.tolist())) if a.ndim == 2 else tuple(a.ravel().tolist())
+  return v
+
+
 @dataclasses.dataclass(frozen=True)
 class Regime:
-  """One configured regime: ``name`` (canonical, see module docstring) and keyword ``params``.
+  """One configured regime: ``name`` (canonical, see module docstring; aliases are resolved) and keyword ``params``.
 
   ``kind`` is ``"labels"`` (label noise: returns new labels) or ``"subset"`` (returns kept indices).
   :meth:`indices_or_labels` is what :func:`gence_jax.data.load_dataset` calls; :meth:`__call__` applies the pure
-  function in its public form (labels -> labels, or ``(x, y)`` -> ``(x, y)``).
+  function in its public form (labels -> labels, ``(x, y)`` -> labels for ``instance``, or ``(x, y)`` -> ``(x, y)``
+  for subsets). :meth:`transition_matrix` gives the class-level matrix a noise regime asks for.
   """
 
   name: str
   params: tuple[tuple[str, Any], ...] = ()
 
   def __post_init__(self):
-    if self.name not in _LABEL_FNS and self.name not in _SUBSET_FNS:
+    name = _ALIASES.get(self.name, self.name)
+    if name not in _LABEL_FNS and name not in _SUBSET_FNS:
       raise ValueError(f"unknown regime {self.name!r}; known: {sorted([*_LABEL_FNS, *_SUBSET_FNS])}")
+    object.__setattr__(self, "name", name)
+    object.__setattr__(self, "params", tuple(sorted((k, _freeze(v)) for k, v in self.params)))
+    if name == "instance" and "weights" in dict(self.params):
+      raise ValueError(
+        "Regime('instance'): takes rate, std and weights_seed; pass `weights` to instance_dependent_noise directly"
+      )
 
   @classmethod
   def make(cls, name: str, **params: Any) -> "Regime":
-    """``Regime.make("symmetric", rate=0.4)``; aliases accepted."""
+    """``Regime.make("symmetric", rate=0.4)``; aliases accepted. ``Regime.make("matrix", matrix=T)`` takes a K x K
+    array (or ``matrix="T.npy"``: the file is read now, and its path kept for :meth:`spec`)."""
     name = _ALIASES.get(name, name)
+    if name == "matrix":
+      m = params.get("matrix")
+      if isinstance(m, (str, os.PathLike)):
+        params = {**params, "path": params.get("path") or os.fspath(m), "matrix": load_transition_matrix(m)}
+      if "matrix" not in params:
+        raise ValueError("Regime.make('matrix'): needs `matrix` (a K x K array or a .npy/.csv path)")
+      params["matrix"] = check_transition_matrix(params["matrix"], fn="Regime.make('matrix')")
+      params.setdefault("path", None)
     return cls(name, tuple(sorted(params.items())))
 
   @property
@@ -584,20 +1035,73 @@ class Regime:
     return "labels" if self.name in _LABEL_FNS else "subset"
 
   @property
+  def needs_x(self) -> bool:
+    """True for regimes that read the features as well as the labels (``instance``)."""
+    return self.name == "instance"
+
+  @property
   def kwargs(self) -> dict[str, Any]:
     return dict(self.params)
 
-  def indices_or_labels(self, labels: np.ndarray, num_classes: int, *, seed: int) -> tuple[np.ndarray, dict]:
-    """Noise regimes: ``(new_labels, record)``; subset regimes: ``(kept_indices, record)``."""
+  def indices_or_labels(
+    self, labels: np.ndarray, num_classes: int, *, seed: int, x: Any = None
+  ) -> tuple[np.ndarray, dict]:
+    """Noise regimes: ``(new_labels, record)``; subset regimes: ``(kept_indices, record)``.
+
+    ``x`` (the split's inputs, one row per label) is read only by regimes with :attr:`needs_x` and ignored by the
+    others, so a caller can always pass it; a ``needs_x`` regime without ``x`` raises ValueError.
+    """
+    if self.needs_x:
+      if x is None:
+        raise ValueError(
+          f"regime {self.spec()!r} needs the features: call indices_or_labels(labels, num_classes, seed=..., x=x)"
+        )
+      return instance_dependent_noise(x, labels, num_classes, seed=seed, **self.kwargs)
     fn = _LABEL_FNS.get(self.name) or _SUBSET_FNS[self.name]
     return fn(labels, num_classes, seed=seed, **self.kwargs)
 
   def __call__(self, data: Any, num_classes: int, *, seed: int):
+    if self.needs_x:
+      x, y = _split_xy(data)
+      return self.indices_or_labels(y, num_classes, seed=seed, x=x)
     if self.kind == "labels":
       return self.indices_or_labels(np.asarray(data), num_classes, seed=seed)
     x, y = _split_xy(data)
     idx, rec = self.indices_or_labels(y, num_classes, seed=seed)
     return ((None if x is None else np.asarray(x)[idx]), np.asarray(y)[idx].astype(np.int64)), rec
+
+  def transition_matrix(self, num_classes: int) -> np.ndarray:
+    """The K x K matrix ``T[i, j] = P(noisy = j | true = i)`` this noise regime asks for (float64).
+
+    ``symmetric``/``symmetric_tm``: ``(1 - r) I + r/(K-1) (1 1^T - I)``; ``symmetric_uniform``:
+    ``(1 - r) I + (r/K) 1 1^T``; the class maps (``pairflip``, ``asym10``, ``asym100_*``): ``1 - r`` on the diagonal
+    of each source class and ``r`` at ``(c, map(c))``; ``matrix``: the matrix. Exact-count variants realise it per
+    class up to rounding. ``instance`` has no class-level matrix (see its record's ``expected_transition_matrix``).
+    """
+    k = int(num_classes)
+    p = self.kwargs
+    if self.kind != "labels" or self.name == "instance":
+      raise ValueError(f"Regime.transition_matrix: regime {self.name!r} has no class-level transition matrix")
+    if self.name == "matrix":
+      return check_transition_matrix(p["matrix"], k, fn="Regime.transition_matrix")
+    r = float(p["rate"])
+    eye = np.eye(k)
+    if self.name in ("symmetric", "symmetric_tm"):
+      return (1 - r) * eye + (r / (k - 1)) * (1 - eye) if k > 1 else eye
+    if self.name == "symmetric_uniform":
+      return (1 - r) * eye + r / k
+    mapping = {
+      "pairflip": lambda: {c: (c + 1) % k for c in range(k)},
+      "asym10": lambda: CIFAR10_ASYMMETRIC_MAP,
+      "asym100_superclass": cifar100_superclass_map,
+      "asym100_blocks": cifar100_block_map,
+    }[self.name]()
+    t = eye.copy()
+    for src, dst in mapping.items():
+      if src != dst:
+        t[src, src] -= r
+        t[src, dst] += r
+    return t
 
   def spec(self) -> str:
     """Spec-string form (inverse of :func:`parse_regimes` for one item)."""
@@ -607,6 +1111,16 @@ class Regime:
       return s + (f":{p['n_max']}" if p.get("n_max") is not None else "")
     if self.name == "small":
       return f"small:{p['n_per_class']}"
+    if self.name == "matrix":
+      if p.get("path"):
+        return f"matrix:{p['path']}"
+      return "matrix:" + ";".join(" ".join(repr(float(v)) for v in row) for row in p["matrix"])
+    if self.name == "instance":
+      s = f"instance:{_fmt(p['rate'])}"
+      std, ws = p.get("std", 0.1), p.get("weights_seed")
+      if ws is not None or float(std) != 0.1:
+        s += f":{_fmt(std)}"
+      return s + (f":{int(ws)}" if ws is not None else "")
     s = f"{self.name}:{_fmt(p['rate'])}"
     return s + (":bernoulli" if p.get("exact") is False else "")
 
@@ -623,10 +1137,43 @@ def _num(field: str, what: str, name: str) -> float:
     raise ValueError(f"regime {name!r}: {what} must be a number, got {field!r}") from None
 
 
+def _parse_matrix(item: str, arg: str) -> Regime:
+  if arg.lower().endswith((".npy", ".csv")):
+    return Regime.make("matrix", matrix=arg)
+  try:
+    rows = [[float(v) for v in row.split()] for row in arg.split(";")]
+  except ValueError:
+    raise ValueError(
+      f"regime {item!r}: expected 'matrix:<file.npy|file.csv>' or an inline matrix such as 'matrix:0.8 0.2;0.3 0.7'"
+    ) from None
+  if len({len(r) for r in rows}) != 1:
+    raise ValueError(f"regime {item!r}: inline matrix rows have different lengths {[len(r) for r in rows]}")
+  return Regime.make("matrix", matrix=np.asarray(rows))
+
+
 def _parse_one(item: str) -> Regime:
   fields = [f.strip() for f in item.split(":")]
   raw_name, args = fields[0].lower(), fields[1:]
   name = _ALIASES.get(raw_name, raw_name)
+  if name == "matrix":
+    if not args or not ":".join(args).strip():
+      raise ValueError(f"regime {item!r}: expected 'matrix:<file.npy|file.csv>' or 'matrix:0.8 0.2;0.3 0.7'")
+    return _parse_matrix(item, item.split(":", 1)[1].strip())
+  if name == "instance":
+    if not 1 <= len(args) <= 3:
+      raise ValueError(f"regime {item!r}: expected 'instance:<rate>[:<std>[:<weights_seed>]]'")
+    params: dict[str, Any] = {"rate": _check_rate(_num(args[0], "rate", raw_name))}
+    if len(args) >= 2:
+      std = _num(args[1], "std", raw_name)
+      if not std >= 0:
+        raise ValueError(f"regime {item!r}: std must be >= 0")
+      params["std"] = std
+    if len(args) == 3:
+      ws = _num(args[2], "weights_seed", raw_name)
+      if not ws.is_integer():
+        raise ValueError(f"regime {item!r}: weights_seed must be an integer")
+      params["weights_seed"] = int(ws)
+    return Regime.make("instance", **params)
   if name in _LABEL_FNS:
     exact = True
     if args and args[-1].lower() in ("bernoulli", "exact"):
@@ -634,12 +1181,12 @@ def _parse_one(item: str) -> Regime:
     if len(args) != 1:
       raise ValueError(f"regime {item!r}: expected '{raw_name}:<rate>'")
     rate = _check_rate(_num(args[0], "rate", raw_name))
-    if not exact and name in ("symmetric", "symmetric_tm"):
+    if not exact and name not in _EXACT_OPTION:
       raise ValueError(
-        f"regime {item!r}: ':bernoulli' applies only to pairflip/asym10/asym100 "
+        f"regime {item!r}: ':bernoulli' applies only to {'/'.join(_EXACT_OPTION)} "
         "(use symmetric_tm for per-example symmetric noise)"
       )
-    params: dict[str, Any] = {"rate": rate}
+    params = {"rate": rate}
     if not exact:
       params["exact"] = False
     return Regime.make(name, **params)
@@ -671,7 +1218,8 @@ def parse_regimes(spec: str | Regime | Sequence[str | Regime] | None) -> list[Re
 
   ``spec`` may be a string such as ``"symmetric:0.4,longtail:exp:100,small:20"`` (grammar in the module
   docstring), a single :class:`Regime`, a sequence mixing strings and :class:`Regime` objects, or ``None``/``""``
-  (no regime). Unknown names and malformed fields raise ValueError.
+  (no regime). Unknown names and malformed fields raise ValueError; a ``matrix:<file>`` item is read (and
+  validated) here, a missing file raises FileNotFoundError.
 
   Order matters: ``"longtail:exp:100,symmetric:0.4"`` subsamples by the clean labels and then corrupts 40% of
   what is left; ``"symmetric:0.4,longtail:exp:100"`` subsamples by the already-noisy labels.

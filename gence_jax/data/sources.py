@@ -1,6 +1,7 @@
 """Raw data sources: TFDS, Tiny-ImageNet folders, scikit-learn digits, ``.npz`` files and in-memory arrays.
 
-Each loader returns a :class:`RawData` (train and test arrays, number of classes, names, provenance);
+Each loader returns a :class:`RawData` (train and test arrays, number of classes, names, provenance; for the
+human-noise sets CIFAR-10N/100N also the clean training labels);
 :func:`gence_jax.data.load_dataset` turns it into a :class:`gence_jax.data.Dataset` (validation split, regimes,
 normalisation). TensorFlow, tensorflow_datasets, scikit-learn and PIL are imported lazily, only inside the loaders
 that need them, so ``import gence_jax.data`` works where only jax/flax/optax/numpy are installed.
@@ -15,13 +16,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gence_jax.data.pipeline import stratified_split
+from gence_jax.data.regimes import CIFAR100_FINE_TO_COARSE, CIFAR100_SUPERCLASS_NAMES
 
 __all__ = [
   "RawData",
   "TFDS_DATASETS",
   "CIFAR10_CLASS_NAMES",
   "CIFAR100_FINE_NAMES",
+  "CIFAR_N_LABEL_SETS",
   "load_tfds",
+  "load_cifar_n",
   "load_tiny_imagenet",
   "load_digits",
   "load_npz",
@@ -154,6 +158,43 @@ TFDS_DATASETS: dict[str, str] = {
   "svhn_cropped": "crop",
   "fashion_mnist": "crop_flip",
   "mnist": "none",
+  "cifar10_n": "crop_flip",
+  "cifar100_n": "crop_flip",
+}
+
+#: Label sets of the human-noise CIFAR datasets (Wei et al. 2022, "Learning with Noisy Labels Revisited: A Study Using
+#: Real-World Human Annotations", ICLR), by TFDS name: label set -> (TFDS feature of the noisy training labels, TFDS
+#: feature of the clean labels, number of classes). The first entry of each is the default. For ``noisy_coarse`` the
+#: noisy coarse label is the superclass of the annotator's fine label (TFDS stores only the fine one).
+CIFAR_N_LABEL_SETS: dict[str, dict[str, tuple[str, str, int]]] = {
+  "cifar10_n": {
+    "worst": ("worse_label", "label", 10),
+    "aggregate": ("aggre_label", "label", 10),
+    "random1": ("random_label1", "label", 10),
+    "random2": ("random_label2", "label", 10),
+    "random3": ("random_label3", "label", 10),
+  },
+  "cifar100_n": {
+    "noisy_fine": ("noise_label", "label", 100),
+    "noisy_coarse": ("noise_label", "coarse_label", 20),
+  },
+}
+_CIFAR_N_ALIASES = {
+  "worse": "worst",
+  "worse_label": "worst",
+  "aggre": "aggregate",
+  "aggre_label": "aggregate",
+  "rand1": "random1",
+  "rand2": "random2",
+  "rand3": "random3",
+  "random_label1": "random1",
+  "random_label2": "random2",
+  "random_label3": "random3",
+  "noisy": "noisy_fine",
+  "fine": "noisy_fine",
+  "noisy100": "noisy_fine",
+  "noise_label": "noisy_fine",
+  "coarse": "noisy_coarse",
 }
 
 
@@ -172,6 +213,9 @@ class RawData:
   default_augment: str = "none"
   x_val: np.ndarray | None = None
   y_val: np.ndarray | None = None
+  #: True labels of the training rows when ``y_train`` holds noisy ones (CIFAR-10N/100N); ``Dataset.ids_train`` and
+  #: ``Dataset.ids_val`` index into it: ``raw.y_train_clean[ds.ids_train]``.
+  y_train_clean: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,8 +265,16 @@ def load_tfds(
   ``name`` is one of :data:`TFDS_DATASETS` (``cifar10``, ``cifar100`` (fine labels), ``svhn_cropped``,
   ``fashion_mnist``, ``mnist``); other TFDS names with an ``(image, label)`` supervised pair also work.
   ``data_dir`` is passed to ``tfds.load``; ``download=False`` fails instead of downloading.
-  TensorFlow is imported here, not at module import.
+  TensorFlow is imported here, not at module import. ``cifar10_n``/``cifar100_n``, optionally with a label set
+  in TFDS's config position and a version, ``"cifar10_n/aggregate"``, ``"cifar10_n/aggregate:1.0.4"``, go to
+  :func:`load_cifar_n`.
   """
+  head, _, version = name.partition(":")
+  base, _, label_set = head.partition("/")
+  if base in CIFAR_N_LABEL_SETS:
+    return load_cifar_n(
+      base, label_set=label_set or None, data_dir=data_dir, download=download, version=version or None
+    )
   _, tfds = _import_tfds()
   x_tr, y_tr, info = _tfds_split_to_numpy(tfds, name, train_split, data_dir, download)
   x_te, y_te, _ = _tfds_split_to_numpy(tfds, name, test_split, data_dir, download)
@@ -253,6 +305,101 @@ def load_tfds(
     },
     class_names=names,
     default_augment=TFDS_DATASETS.get(name, "none"),
+  )
+
+
+def _tfds_split_features(
+  tfds, name: str, split: str, keys: Sequence[str], data_dir: str | None, download: bool, chunk: int = 8192
+) -> tuple[dict[str, np.ndarray], Any]:
+  """The features ``keys`` of one TFDS split, in the builder's order (``shuffle_files=False``), as NumPy."""
+  ds, info = tfds.load(name, split=split, data_dir=data_dir, download=download, shuffle_files=False, with_info=True)
+  keys = tuple(keys)
+  ds = ds.map(lambda ex: {k: ex[k] for k in keys})
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+  for b in tfds.as_numpy(ds.batch(chunk)):
+    for k in keys:
+      parts[k].append(b[k])
+  if not parts[keys[0]]:
+    raise ValueError(f"TFDS dataset {name!r} split {split!r} is empty")
+  return {k: np.concatenate(v) for k, v in parts.items()}, info
+
+
+def load_cifar_n(
+  name: str = "cifar10_n",
+  *,
+  label_set: str | None = None,
+  data_dir: str | None = None,
+  download: bool = True,
+  version: str | None = None,
+) -> RawData:
+  """CIFAR-10N / CIFAR-100N: the CIFAR training images with real human labels (Wei et al. 2022, ICLR), from the
+  TFDS builders ``cifar10_n`` and ``cifar100_n`` (these need the annotation files placed in TFDS's manual
+  download folder; see the builders' instructions). ``version`` pins the builder version (e.g. ``"1.0.4"``).
+  Through :func:`load_tfds` / ``load_dataset`` the name is ``"tfds:cifar10_n/<label set>[:<version>]"`` (or
+  ``"cifar10_n"`` for the default label set).
+
+  ``label_set`` picks the training labels (:data:`CIFAR_N_LABEL_SETS`):
+
+  * ``cifar10_n``: ``"worst"`` (default; TFDS ``worse_label``), ``"aggregate"`` (majority vote, ``aggre_label``),
+    ``"random1"``, ``"random2"``, ``"random3"`` (one annotator each, ``random_label1..3``);
+  * ``cifar100_n``: ``"noisy_fine"`` (default; 100 classes, ``noise_label``) or ``"noisy_coarse"`` (20
+    superclasses: the superclass of the noisy fine label, against the clean ``coarse_label``).
+
+  ``y_train`` holds the chosen noisy labels, ``y_train_clean`` the original CIFAR labels of the same rows (kept for
+  evaluation), and the test split has the clean labels. ``source`` records the label set and what it realises
+  against the clean labels: ``noise_rate`` (fraction of training labels that differ), ``num_noisy`` and
+  ``transition_counts`` (``[i][j]`` = examples of clean class ``i`` labelled ``j``).
+  """
+  if name not in CIFAR_N_LABEL_SETS:
+    raise ValueError(f"load_cifar_n: `name` must be one of {sorted(CIFAR_N_LABEL_SETS)}, got {name!r}")
+  sets = CIFAR_N_LABEL_SETS[name]
+  chosen = next(iter(sets)) if label_set is None else _CIFAR_N_ALIASES.get(label_set.lower(), label_set.lower())
+  if chosen not in sets:
+    raise ValueError(f"load_cifar_n: `label_set` for {name} must be one of {list(sets)}, got {label_set!r}")
+  noisy_key, clean_key, k = sets[chosen]
+  _, tfds = _import_tfds()
+  tname = name if version is None else f"{name}:{version}"
+  tr, info = _tfds_split_features(tfds, tname, "train", ("image", clean_key, noisy_key), data_dir, download)
+  te, _ = _tfds_split_features(tfds, tname, "test", ("image", clean_key), data_dir, download)
+  y_clean = tr[clean_key].astype(np.int64)
+  y_noisy = tr[noisy_key].astype(np.int64)
+  if chosen == "noisy_coarse":
+    y_noisy = np.asarray(CIFAR100_FINE_TO_COARSE, np.int64)[y_noisy]
+  for arr, what in ((y_noisy, noisy_key), (y_clean, clean_key)):
+    if arr.size and (arr.min() < 0 or arr.max() >= k):
+      raise ValueError(f"load_cifar_n: {name} feature {what!r} out of range [0, {k}): [{arr.min()}, {arr.max()}]")
+  noisy = y_noisy != y_clean
+  counts = np.bincount(y_clean * k + y_noisy, minlength=k * k).reshape(k, k)
+  if name == "cifar10_n":
+    names: tuple[str, ...] = CIFAR10_CLASS_NAMES
+  else:
+    names = CIFAR100_SUPERCLASS_NAMES if k == 20 else CIFAR100_FINE_NAMES
+  return RawData(
+    tr["image"],
+    y_noisy,
+    te["image"],
+    te[clean_key].astype(np.int64),
+    k,
+    f"{name}/{chosen}",
+    source={
+      "kind": "tfds",
+      "tfds_name": name,
+      "data_dir": data_dir,
+      "train_split": "train",
+      "test_split": "test",
+      "version": str(getattr(info, "version", "")),
+      "label_set": chosen,
+      "noisy_label_feature": noisy_key + (" (as superclass)" if chosen == "noisy_coarse" else ""),
+      "clean_label_feature": clean_key,
+      "paper": "Wei, Zhu, Cheng, Liu, Niu, Liu 2022, 'Learning with Noisy Labels Revisited: A Study Using "
+      "Real-World Human Annotations', ICLR",
+      "noise_rate": float(noisy.mean()) if noisy.size else 0.0,
+      "num_noisy": int(noisy.sum()),
+      "transition_counts": counts.tolist(),
+    },
+    class_names=names,
+    default_augment=TFDS_DATASETS[name],
+    y_train_clean=y_clean,
   )
 
 
