@@ -28,6 +28,28 @@ from gence_jax.metrics._binned import (
   sce,
   sce_from_stats,
 )
+from gence_jax.metrics._bootstrap import (
+  BOOTSTRAP_METRICS,
+  INTERVAL_METHODS,
+  BootstrapStats,
+  bootstrap_adaptive_ece,
+  bootstrap_intervals,
+  bootstrap_intervals_from_stats,
+  bootstrap_metrics,
+  bootstrap_stats,
+  bootstrap_weights,
+  resample_interval,
+)
+from gence_jax.metrics._estimators import (
+  SmoothECEStats,
+  equal_mass_stats,
+  l2_calibration_error,
+  l2_calibration_error_from_stats,
+  rmsce,
+  smooth_ece,
+  smooth_ece_from_stats,
+  smooth_ece_stats,
+)
 from gence_jax.metrics._ood import (
   HIGHER_IS_IN_DISTRIBUTION,
   OOD_SCORES,
@@ -53,6 +75,24 @@ from gence_jax.metrics._scalar import (
 from gence_jax.metrics._validate import PROBS_SUM_ATOL
 
 __all__ = [
+  "BOOTSTRAP_METRICS",
+  "BootstrapStats",
+  "INTERVAL_METHODS",
+  "SmoothECEStats",
+  "bootstrap_adaptive_ece",
+  "bootstrap_intervals",
+  "bootstrap_intervals_from_stats",
+  "bootstrap_metrics",
+  "bootstrap_stats",
+  "bootstrap_weights",
+  "equal_mass_stats",
+  "l2_calibration_error",
+  "l2_calibration_error_from_stats",
+  "resample_interval",
+  "rmsce",
+  "smooth_ece",
+  "smooth_ece_from_stats",
+  "smooth_ece_stats",
   "CalibrationStats",
   "EvalStats",
   "HIGHER_IS_IN_DISTRIBUTION",
