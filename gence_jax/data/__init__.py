@@ -13,10 +13,13 @@ Quick start::
     ds.info["regimes"]                                                     # what each regime realised
 
 TensorFlow / tensorflow_datasets, scikit-learn and PIL are imported only inside the loaders that need them.
+Every accepted dataset name is parsed by :func:`parse_dataset_spec` (no I/O); data is checked as it is loaded, and bad
+data raises :class:`DataError` (a ValueError) naming the dataset, the array and the first bad row.
 """
 
-from gence_jax.data import regimes
+from gence_jax.data import ood, regimes
 from gence_jax.data.dataset import Dataset, apply_regimes, build_dataset, from_arrays, load_dataset
+from gence_jax.data.ood import load_ood_inputs, load_ood_sets, parse_ood_datasets
 from gence_jax.data.pipeline import (
   Normalizer,
   apply_crop_flip,
@@ -69,9 +72,30 @@ from gence_jax.data.sources import (
   raw_from_arrays,
   raw_from_mapping,
 )
+from gence_jax.data.spec import (
+  DatasetSpec,
+  check_dataset_name,
+  check_dataset_spec,
+  data_fingerprint,
+  parse_dataset_spec,
+)
+from gence_jax.data.validate import DataError, DataWarning, validate_arrays, validate_splits
 
 __all__ = [
   "regimes",
+  "ood",
+  "DatasetSpec",
+  "parse_dataset_spec",
+  "check_dataset_spec",
+  "check_dataset_name",
+  "data_fingerprint",
+  "DataError",
+  "DataWarning",
+  "validate_arrays",
+  "validate_splits",
+  "parse_ood_datasets",
+  "load_ood_inputs",
+  "load_ood_sets",
   "Dataset",
   "RawData",
   "Regime",

@@ -10,7 +10,9 @@ import numpy as np
 
 from gence_jax.data import pipeline as _pl
 from gence_jax.data import sources as _src
+from gence_jax.data import validate as _val
 from gence_jax.data.regimes import Regime, derive_seed, parse_regimes
+from gence_jax.data.spec import parse_dataset_spec, tiny_imagenet_folder
 
 __all__ = ["Dataset", "load_dataset", "from_arrays", "build_dataset", "apply_regimes"]
 
@@ -197,24 +199,39 @@ def build_dataset(
   regimes: Any = (),
   regimes_on_val: bool = True,
   stratify: bool = True,
+  empty_classes: str = "warn",
 ) -> Dataset:
   """Validation split, regimes and train statistics for a :class:`~gence_jax.data.sources.RawData`.
 
+  0. The arrays are checked first (:func:`gence_jax.data.validate.validate_splits`): NaN/Inf inputs, labels that
+     are not integer ids in ``[0, num_classes)``, ``x``/``y`` of different lengths and splits of different example
+     shapes raise :class:`~gence_jax.data.DataError` naming the dataset, the array and the first bad row.
   1. Unless the source has its own validation split, ``round(val_fraction * n)`` training examples are held out
      (stratified by label by default), seeded by ``derive_seed(seed, "val_split")``.
   2. ``regimes`` (spec string or :class:`Regime` list) are applied in order to train and, if ``regimes_on_val``,
-     validation (see :func:`apply_regimes`); never to test.
-  3. Per-channel (images) / per-feature (tabular) mean and std over the final TRAIN split.
+     validation (see :func:`apply_regimes`); never to test. Then every class should keep at least one training
+     example: ``empty_classes="warn"`` (default) warns with a :class:`~gence_jax.data.DataWarning` naming the first
+     class that has none, ``"error"`` raises :class:`~gence_jax.data.DataError` with that message, ``"ignore"``
+     does neither; ``info["empty_classes"]`` lists them either way.
+  3. Per-channel (images) / per-feature (tabular) mean and std over the final TRAIN split. A channel/feature whose
+     std is ``<= 1e-8`` (constant, e.g. digit pixels that are always 0) is centred and not scaled (std set to 1),
+     so it is 0 after normalisation instead of a division by zero; a :class:`~gence_jax.data.DataWarning` names
+     them and ``info["zero_variance"]`` lists their indices.
   """
   if not isinstance(seed, (int, np.integer)):
     raise ValueError(f"seed must be an integer, got {seed!r}")
   seed = int(seed)
+  _check_empty_classes_arg("build_dataset", empty_classes)
   regs = _coerce_regimes(regimes)
+  what = _describe(raw)
+  splits_in = [("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)]
+  if raw.x_val is not None or raw.y_val is not None:
+    if raw.x_val is None or raw.y_val is None:
+      raise _val.DataError(f"dataset {what!r}: has only one of x_val/y_val")
+    splits_in.insert(1, ("val", raw.x_val, raw.y_val))
+  _val.validate_splits(splits_in, what=what, num_classes=raw.num_classes)
   k = int(raw.num_classes)
   y_full = _src._labels(raw.y_train, "y_train")
-  for arr, nm in ((y_full, "y_train"), (_src._labels(raw.y_test, "y_test"), "y_test")):
-    if arr.size and (arr.min() < 0 or arr.max() >= k):
-      raise ValueError(f"{nm} out of range [0, {k}): min {int(arr.min())}, max {int(arr.max())}")
   x_full = np.asarray(raw.x_train)
 
   split_seed = derive_seed(seed, "val_split")
@@ -248,8 +265,14 @@ def build_dataset(
   va = splits.get("val", {"x": x_va, "y": y_va, "y_clean": y_va.copy(), "ids": ids_va})
 
   if len(tr["y"]) == 0:
-    raise ValueError("the training split is empty")
-  normalizer = _pl.compute_normalizer(tr["x"])
+    raise _val.DataError(f"dataset {what!r}: the training split is empty")
+  after = f"the regimes {','.join(r.spec() for r in regs)!r}" if regs else ""
+  empty = _val.check_class_coverage(
+    tr["y"], k, what=what, class_names=raw.class_names, after=after, action=empty_classes
+  )
+  moments = _pl.compute_normalizer(tr["x"], eps=-1.0)  # raw statistics: std 0 stays 0 here
+  zero_variance = _val.warn_zero_variance(moments.std, what=what, images=x_full.ndim >= 3, eps=ZERO_VARIANCE_EPS)
+  normalizer = _pl.Normalizer(mean=moments.mean, std=np.where(moments.std > ZERO_VARIANCE_EPS, moments.std, 1.0))
   x_te, y_te = np.asarray(raw.x_test), _src._labels(raw.y_test, "y_test")
 
   def counts(y: np.ndarray) -> list[int]:
@@ -275,6 +298,8 @@ def build_dataset(
     "regimes": records,
     "regimes_on_val": bool(on_val),
     "normalization": {**normalizer.to_dict(), "statistics_of": "train"},
+    "zero_variance": zero_variance,
+    "empty_classes": empty,
     "default_augment": raw.default_augment,
     "class_names": list(raw.class_names) if raw.class_names is not None else None,
   }
@@ -297,6 +322,21 @@ def build_dataset(
     class_names=raw.class_names,
     default_augment=raw.default_augment,
   )
+
+
+#: Training std at or below which a feature/channel counts as constant (the same threshold as compute_normalizer).
+ZERO_VARIANCE_EPS = 1e-8
+
+
+def _check_empty_classes_arg(fn: str, value: Any) -> None:
+  if value not in ("error", "warn", "ignore"):
+    raise ValueError(f"{fn}: `empty_classes` must be 'error', 'warn' or 'ignore', got {value!r}")
+
+
+def _describe(raw: _src.RawData) -> str:
+  """How error messages name a dataset: the file or folder it was read from, else its name."""
+  src = raw.source if isinstance(raw.source, Mapping) else {}
+  return str(src.get("path") or src.get("folder") or raw.name)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -327,8 +367,13 @@ def from_arrays(
   test_seed: int = 0,
   x_val: Any = None,
   y_val: Any = None,
+  empty_classes: str = "warn",
 ) -> Dataset:
-  """A :class:`Dataset` from in-memory NumPy arrays (test split held out with ``test_seed`` if not given)."""
+  """A :class:`Dataset` from in-memory NumPy arrays (test split held out with ``test_seed`` if not given).
+
+  The arrays are checked as in :func:`build_dataset` (:class:`~gence_jax.data.DataError` naming ``name``)."""
+  given = (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test))
+  _val.validate_splits([t for t in given if t[1] is not None and t[2] is not None], what=name, num_classes=num_classes)
   raw = _src.raw_from_arrays(
     x_train,
     y_train,
@@ -341,7 +386,14 @@ def from_arrays(
     x_val=x_val,
     y_val=y_val,
   )
-  return build_dataset(raw, seed=seed, val_fraction=val_fraction, regimes=regimes, regimes_on_val=regimes_on_val)
+  return build_dataset(
+    raw,
+    seed=seed,
+    val_fraction=val_fraction,
+    regimes=regimes,
+    regimes_on_val=regimes_on_val,
+    empty_classes=empty_classes,
+  )
 
 
 _KNOWN = ["digits", *_src.TFDS_DATASETS, "tfds:<name>", "tiny_imagenet:<folder>", "<folder>", "<file>.npz"]
@@ -359,38 +411,37 @@ def _resolve_raw(
   cache_path: str | None,
 ) -> _src.RawData:
   if isinstance(name_or_path, Mapping):
+    _val.validate_arrays(name_or_path, what="arrays", num_classes=num_classes)
     return _src.raw_from_mapping(
       name_or_path, num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed
     )
   if not isinstance(name_or_path, (str, os.PathLike)):
     raise ValueError(f"unknown dataset {name_or_path!r}; expected a name, a path or a mapping of arrays")
-  spec = os.fspath(name_or_path)
-  low = spec.lower()
-  if low == "digits":
+  try:
+    spec = parse_dataset_spec(name_or_path, data_dir)
+  except ValueError:
+    raise ValueError(f"unknown dataset {os.fspath(name_or_path)!r}; known: {_KNOWN}") from None
+  if spec.kind == "digits":
     return _src.load_digits(as_images=as_images, test_fraction=test_fraction, test_seed=test_seed)
-  if low in _src.TFDS_DATASETS:
-    return _src.load_tfds(low, data_dir=data_dir, download=download)
-  if low.startswith("tfds:"):
-    return _src.load_tfds(spec[5:], data_dir=data_dir, download=download)
-  for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
-    if low.startswith(prefix):
-      return _src.load_tiny_imagenet(spec[len(prefix) :], cache_path=cache_path)
-  if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200"):
-    if data_dir is None:
-      raise ValueError(f"dataset {spec!r} needs data_dir (the Tiny-ImageNet folder) or 'tiny_imagenet:<folder>'")
-    sub = os.path.join(data_dir, "tiny-imagenet-200")
-    return _src.load_tiny_imagenet(sub if os.path.isdir(sub) else data_dir, cache_path=cache_path)
-  if os.path.isdir(spec):
-    if os.path.isfile(os.path.join(spec, "wnids.txt")):
-      return _src.load_tiny_imagenet(spec, cache_path=cache_path)
-    raise ValueError(f"folder {spec!r} is not a known dataset layout (Tiny-ImageNet needs wnids.txt)")
-  if os.path.isfile(spec):
-    if low.endswith(".npz"):
-      return _src.load_npz(spec, num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed)
-    raise ValueError(f"file {spec!r}: only .npz files are supported")
-  if low.endswith(".npz") or os.sep in spec or "/" in spec:
-    raise FileNotFoundError(f"dataset file or folder not found: {spec!r}")
-  raise ValueError(f"unknown dataset {spec!r}; known: {_KNOWN}")
+  if spec.kind == "tfds":
+    return _src.load_tfds(spec.tfds_name, data_dir=spec.data_dir, download=download)
+  if spec.kind == "tiny_imagenet":
+    if spec.path is None:
+      raise ValueError(f"dataset {spec.name!r} needs data_dir (the Tiny-ImageNet folder) or 'tiny_imagenet:<folder>'")
+    return _src.load_tiny_imagenet(tiny_imagenet_folder(spec.path), cache_path=cache_path)
+  path = spec.path
+  if spec.kind == "npz" and os.path.isfile(path):
+    return _src.load_npz(path, num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed)
+  if spec.kind == "folder" and os.path.isdir(path):
+    folder = tiny_imagenet_folder(path)
+    if os.path.isfile(os.path.join(folder, "wnids.txt")):
+      return _src.load_tiny_imagenet(folder, cache_path=cache_path)
+    raise ValueError(f"folder {path!r} is not a known dataset layout (Tiny-ImageNet needs wnids.txt)")
+  if spec.kind == "folder" and os.path.isfile(path):
+    raise ValueError(f"file {path!r}: only .npz files are supported")
+  if spec.kind == "npz" or os.sep in path or "/" in path:
+    raise FileNotFoundError(f"dataset file or folder not found: {path!r}")
+  raise ValueError(f"unknown dataset {path!r}; known: {_KNOWN}")
 
 
 def load_dataset(
@@ -407,6 +458,7 @@ def load_dataset(
   test_seed: int = 0,
   num_classes: int | None = None,
   cache_path: str | None = None,
+  empty_classes: str = "warn",
 ) -> Dataset:
   """Load a dataset, hold out a seeded validation split, apply ``regimes`` and compute train statistics.
 
@@ -421,15 +473,26 @@ def load_dataset(
   * a path to an ``.npz`` file (``x_train, y_train, x_test, y_test`` [``x_val, y_val``] or ``x, y``);
   * a mapping of NumPy arrays with the same keys.
 
+  Names are parsed by :func:`gence_jax.data.parse_dataset_spec` (every alias is listed there).
+
   ``regimes``: spec string (``"symmetric:0.4,longtail:exp:100"``) or list of :class:`Regime`, applied in order to
   train and validation (not test). Unknown names raise ValueError, missing files FileNotFoundError.
+
+  The data is checked as it is loaded, before anything is compiled (see :func:`build_dataset`): a file that is not
+  an ``.npz``, NaN/Inf inputs, labels that are not integer ids in ``[0, num_classes)``, mismatched ``x``/``y``
+  lengths raise :class:`~gence_jax.data.DataError` (a ValueError) with one line naming the dataset, the array and
+  the first bad row. A class with no training example after the regimes warns (:class:`~gence_jax.data.DataWarning`)
+  or, with ``empty_classes="error"``, raises DataError naming the class; constant features/channels only warn and
+  are normalised to 0.
 
   ``Dataset.info`` (JSON-serialisable) holds: ``name``, ``source``, ``seed``, ``num_classes``, ``input_shape``,
   ``input_key``, ``dtype``, ``validation`` (how the val split was made), ``num_examples`` and ``class_counts``
   per split (observed labels), ``class_counts_clean`` and realised ``label_noise`` for train/val, ``regimes``
   (one entry per regime: its spec and the record of each split it touched), ``normalization`` (train mean/std),
-  ``default_augment`` and ``class_names``.
+  ``default_augment``, ``class_names``, ``zero_variance`` (indices of constant features/channels) and
+  ``empty_classes`` (classes with no training example).
   """
+  _check_empty_classes_arg("load_dataset", empty_classes)
   raw = _resolve_raw(
     name_or_path,
     data_dir=data_dir,
@@ -440,4 +503,11 @@ def load_dataset(
     num_classes=num_classes,
     cache_path=cache_path,
   )
-  return build_dataset(raw, seed=seed, val_fraction=val_fraction, regimes=regimes, regimes_on_val=regimes_on_val)
+  return build_dataset(
+    raw,
+    seed=seed,
+    val_fraction=val_fraction,
+    regimes=regimes,
+    regimes_on_val=regimes_on_val,
+    empty_classes=empty_classes,
+  )

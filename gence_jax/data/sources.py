@@ -618,13 +618,15 @@ def load_npz(
 ) -> RawData:
   """A ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``) or just ``x, y``
   (then a stratified ``test_fraction`` is held out with ``test_seed``). An array ``num_classes`` in the file, if
-  present, is used unless ``num_classes`` is given. Example: ``../shared/data/cifar10_subset.npz``."""
+  present, is used unless ``num_classes`` is given. Example: ``../shared/data/cifar10_subset.npz``.
+
+  The arrays are checked as they are read (:func:`gence_jax.data.validate.validate_arrays`): a file that is not an
+  ``.npz``, NaN/Inf inputs, bad labels or mismatched lengths raise :class:`~gence_jax.data.DataError`."""
+  from gence_jax.data.validate import read_npz, validate_arrays
+
   p = os.fspath(path)
-  if not os.path.isfile(p):
-    raise FileNotFoundError(f"npz file not found: {p!r}")
-  with np.load(p, allow_pickle=False) as f:
-    keys = set(f.files)
-    arrays = {k: f[k] for k in keys}
+  arrays = read_npz(p)
+  validate_arrays(arrays, what=p, num_classes=num_classes)
   if num_classes is None and "num_classes" in arrays:
     num_classes = int(arrays["num_classes"])
   name = os.path.splitext(os.path.basename(p))[0]
