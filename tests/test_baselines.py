@@ -7,6 +7,7 @@ except under a transformation (jit / vmap / dtype), and then only after it has b
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -77,9 +78,21 @@ def ref_flsd53(z, y):
 
 
 def ref_dual_focal(z, y, gamma=2.0):
-  _, p, e, log_py, one_minus = _label_terms(z, y)
-  p_j = np.max(np.where(e > 0, -np.inf, p), axis=-1)
-  return -((one_minus + p_j) ** gamma) * log_py
+  """Tao, Dong & Xu 2023 from the definition, row by row: sort the probabilities, p_j = the largest one STRICTLY
+  below p_y (0 when none is), loss = -(1 - p_y + p_j)^gamma log p_y."""
+  k = z.shape[-1]
+  log_p = np_log_softmax(z).reshape(-1, k)
+  yy = np.asarray(y).reshape(-1)
+  out = np.empty(len(yy))
+  for i, (row, label) in enumerate(zip(log_p, yy)):
+    p = np.exp(row)
+    p_y = p[label]
+    ranked = np.sort(p)[::-1]  # descending
+    below = ranked[ranked < p_y]
+    p_j = below[0] if below.size else 0.0
+    one_minus = np.sum(np.delete(p, label))  # 1 - p_y without cancellation
+    out[i] = -((one_minus + p_j) ** gamma) * row[label]
+  return out.reshape(np.shape(y))
 
 
 def ref_brier(z, y):
@@ -92,6 +105,14 @@ def ref_nce_rce(z, y, alpha=1.0, beta=1.0, log_zero=-4.0):
   nce = (-log_py) / (-np.sum(log_p, axis=-1))
   # RCE = -sum_k p_k log e_{y,k}, with log 1 = 0 and log 0 := A: -A * sum_{k != y} p_k.
   rce = -log_zero * one_minus
+  return alpha * nce + beta * rce
+
+
+def ref_nce_rce_clamped(z, y, alpha=1.0, beta=1.0):
+  """NCE+RCE as Ma et al.'s released code computes it: RCE = -sum_k clip(p_k, 1e-7, 1) log clip(e_{y,k}, 1e-4, 1)."""
+  log_p, p, e, log_py, _ = _label_terms(z, y)
+  nce = (-log_py) / (-np.sum(log_p, axis=-1))
+  rce = -np.sum(np.clip(p, 1e-7, 1.0) * np.log(np.clip(e, 1e-4, 1.0)), axis=-1)
   return alpha * nce + beta * rce
 
 
@@ -156,6 +177,7 @@ CASES = {
   "brier": (L.brier, ref_brier, {}),
   "nce_rce": (L.nce_rce, ref_nce_rce, {}),
   "nce_rce_hp": (L.nce_rce, ref_nce_rce, {"alpha": 10.0, "beta": 0.1, "log_zero": -2.0}),
+  "nce_rce_code": (L.nce_rce, ref_nce_rce, {"log_zero": math.log(1e-4)}),
 }
 CASE_IDS = sorted(CASES)
 # One configuration per function (plus label smoothing, which takes a different code path): for the contract tests
@@ -232,6 +254,112 @@ def test_hand_computed_library_values():
   np.testing.assert_allclose(L.brier(z, y), [0.125], rtol=1e-6)
   np.testing.assert_allclose(L.dual_focal(z, y, gamma=2.0), [-0.25 * np.log(0.75)], rtol=1e-6)
   np.testing.assert_allclose(L.nce_rce(z, y), [np.log(0.75) / np.log(0.1875) + 1.0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dual focal: p_j is the probability ranked just below p_y (not the largest wrong-class probability).
+# ----------------------------------------------------------------------------------------------------------------
+
+# p = (0.5, 0.3, 0.2) in every row but the last two; labels chosen to cover each rank of the label.
+DF_Z = np.log(np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [1 / 3, 1 / 3, 1 / 3]]))
+DF_Y = np.array([1, 2, 0, 1, 1])
+DF_EXPECTED = np.array(
+  [
+    # misclassified, label ranked 2nd: p_y = .3, p_j = .2 (class 0's .5 is above p_y and skipped):
+    # (1 - .3 + .2)^2 * -ln .3 = .81 * 1.2039728043 = 0.9752179715 (largest wrong class: 1.44 * 1.204 = 1.734)
+    0.81 * -math.log(0.3),
+    # misclassified, label ranked last: nothing below, p_j = 0: (1 - .2)^2 * -ln .2 = .64 * 1.6094379124 = 1.0300402640
+    0.64 * -math.log(0.2),
+    # correct: p_y = .5, p_j = .3: (1 - .5 + .3)^2 * -ln .5 = .64 * 0.6931471806 = 0.4436141956
+    0.64 * -math.log(0.5),
+    # label tied with class 0 at .4, a tie is not "strictly below": p_j = .2, (1 - .4 + .2)^2 * -ln .4 = .64 * .91629
+    0.64 * -math.log(0.4),
+    # all tied: p_j = 0: (2/3)^2 * ln 3 = 0.4444444 * 1.0986123 = 0.4882721
+    (2 / 3) ** 2 * math.log(3.0),
+  ]
+)
+
+
+def test_dual_focal_reference_hand_computed():
+  np.testing.assert_allclose(ref_dual_focal(DF_Z, DF_Y), DF_EXPECTED, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dual_focal_hand_computed(dtype):
+  with jax.enable_x64(dtype == np.float64):
+    out = L.dual_focal(jnp.asarray(DF_Z.astype(dtype)), jnp.asarray(DF_Y), gamma=2.0)
+    np.testing.assert_allclose(out, DF_EXPECTED, rtol=1e-6 if dtype == np.float32 else 1e-12)
+  # gamma = 1 on the first row: (1 - .3 + .2) * -ln .3
+  out1 = L.dual_focal(jnp.asarray(DF_Z[:1], jnp.float32), DF_Y[:1], gamma=1.0)
+  np.testing.assert_allclose(out1, [0.9 * -math.log(0.3)], rtol=1e-6)
+
+
+def test_dual_focal_differs_from_largest_wrong_class_on_misclassified_rows():
+  """The two rules agree exactly where the label is the top class, and differ on misclassified rows."""
+  z, y = _data((64, 6), 2.0, 90)
+  _, p, e, log_py, one_minus = _label_terms(z, y)
+  largest_wrong = -((one_minus + np.max(np.where(e > 0, -np.inf, p), axis=-1)) ** 2) * log_py
+  out = np.asarray(L.dual_focal(jnp.asarray(z, jnp.float32), y))
+  top = np.argmax(z, axis=-1) == y
+  assert top.any() and (~top).any()
+  np.testing.assert_allclose(out[top], largest_wrong[top], rtol=2e-5, atol=2e-6)
+  assert np.all(out[~top] < largest_wrong[~top] - 1e-3)
+
+
+def test_dual_focal_gradient_central_difference_of_reference():
+  """jax.grad (float64) against central differences of the NumPy reference, on rows with misclassified labels."""
+  z, y = _data((8, 5), 2.0, 91)
+  z = z.copy()
+  z[:4, y[:4]] -= 3.0  # push the label down the ranking in half the rows
+  gaps = np.diff(np.sort(z, axis=-1), axis=-1)
+  assert gaps.min() > 1e-3  # no near-ties: the ranking is constant within the finite-difference step
+  ranks = np.sum(z > z[np.arange(8), y][:, None], axis=-1)
+  assert np.any(ranks >= 1) and np.any(ranks == 0) and np.any(ranks == 4)  # misclassified, correct, label last
+  with jax.enable_x64(True):
+    g = np.asarray(jax.grad(lambda a: jnp.sum(L.dual_focal(a, jnp.asarray(y))))(jnp.asarray(z)))
+  h = 1e-6
+  fd = np.zeros_like(z)
+  for idx in np.ndindex(z.shape):
+    d = np.zeros_like(z)
+    d[idx] = h
+    fd[idx] = (ref_dual_focal(z + d, y).sum() - ref_dual_focal(z - d, y).sum()) / (2 * h)
+  np.testing.assert_allclose(g, fd, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NCE+RCE: the papers' A = -4 and the released code's clamped one-hot (A = log 1e-4).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_nce_rce_log_zero_constants_and_default():
+  from gence_jax.losses import baselines
+
+  assert baselines.RCE_LOG_ZERO_PAPER == -4.0
+  assert baselines.RCE_LOG_ZERO_CODE == pytest.approx(-9.210340371976182, abs=1e-14)
+  z, y = _data((16, 10), 2.0, 92)
+  with jax.enable_x64(True):
+    np.testing.assert_allclose(L.nce_rce(jnp.asarray(z), jnp.asarray(y)), ref_nce_rce(z, y, log_zero=-4.0), rtol=1e-12)
+
+
+def test_nce_rce_code_value_matches_clamped_reference():
+  """log_zero = log(1e-4) against the released code's computation (one-hot clamped at 1e-4, p clamped at 1e-7)."""
+  with jax.enable_x64(True):
+    for alpha, beta in [(1.0, 1.0), (10.0, 0.1)]:
+      z, y = _data((16, 10), 2.0, 93)  # no probability below 1e-7: the two agree to rounding
+      assert np_softmax(z).min() > 1e-7
+      out = L.nce_rce(jnp.asarray(z), jnp.asarray(y), alpha=alpha, beta=beta, log_zero=math.log(1e-4))
+      np.testing.assert_allclose(out, ref_nce_rce_clamped(z, y, alpha, beta), rtol=1e-12)
+      # Saturated rows (probabilities below 1e-7): within the documented bound -A (K - 1) 1e-7.
+      z, y = _data((16, 10), 30.0, 94)
+      assert np_softmax(z).min() < 1e-7
+      out = L.nce_rce(jnp.asarray(z), jnp.asarray(y), alpha=alpha, beta=beta, log_zero=math.log(1e-4))
+      diff = np.abs(np.asarray(out) - ref_nce_rce_clamped(z, y, alpha, beta))
+      assert np.all(diff <= beta * -math.log(1e-4) * 9 * 1e-7 + 1e-12)
+  # Hand-computed: p = (3/4, 1/4), y = 0: NCE = ln .75 / ln(.75 * .25), RCE = -ln(1e-4) * .25 = 2.302585093
+  zh = jnp.array([[math.log(3.0), 0.0]], jnp.float32)
+  expected = math.log(0.75) / math.log(0.1875) + 0.25 * math.log(1e4)
+  np.testing.assert_allclose(L.nce_rce(zh, jnp.array([0]), log_zero=math.log(1e-4)), [expected], rtol=1e-6)
+  np.testing.assert_allclose(ref_nce_rce_clamped(np.asarray(zh, np.float64), np.array([0])), [expected], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -453,7 +581,16 @@ def test_bfloat16_logits(case):
   # Computed in float32 on the bfloat16 values ...
   np.testing.assert_allclose(out, fn(zb.astype(jnp.float32), y, **hp), rtol=1e-6, atol=1e-7)
   # ... so close to the float32 result up to bfloat16 rounding of the logits (|dz| <= 2^-8 |z|).
-  np.testing.assert_allclose(out, fn(jnp.asarray(z, jnp.float32), y, **hp), rtol=0.1, atol=0.05)
+  keep = np.ones(y.shape, bool)
+  if fn is L.dual_focal:
+    # p_j jumps where a logit crosses the label's (its class enters or leaves "strictly below p_y"): compare only
+    # rows whose set of classes below the label survives the rounding.
+    zr = np.asarray(zb.astype(jnp.float32), np.float64)
+    below = lambda a: a < np.take_along_axis(a, y[..., None], axis=-1)
+    keep = np.all(below(z) == below(zr), axis=-1)
+    assert keep.sum() >= y.size - 2
+  expected = np.asarray(fn(jnp.asarray(z, jnp.float32), y, **hp))
+  np.testing.assert_allclose(np.asarray(out)[keep], expected[keep], rtol=0.1, atol=0.05)
 
 
 # ----------------------------------------------------------------------------------------------------------------

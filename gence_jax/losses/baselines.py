@@ -9,6 +9,8 @@ Notation: ``p = softmax(z)``, ``p_y`` the probability of the label, ``e_y`` its 
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -135,37 +137,46 @@ def flsd53(logits, labels, *, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-@jax.custom_jvp
-def _max_other(logits, labels):
-  """max_{k != y} z_k per row (the largest non-label logit)."""
-  is_label = labels[..., None] == jnp.arange(logits.shape[-1])
-  return jnp.max(jnp.where(is_label, -jnp.inf, logits), axis=-1)
+def _logit_below_label(logits, labels):
+  """(z_j, has_j) per row: z_j the largest logit STRICTLY below the label's logit z_y, has_j whether there is one.
 
-
-@_max_other.defjvp
-def _max_other_jvp(primals, tangents):
-  # The derivative picks the maximising logit; a tie (measure zero) sends the whole tangent to each tied logit.
-  # Written out because the generic max rule also counts the ties, a second pass over [N, K].
-  logits, labels = primals
-  value = _max_other(logits, labels)
-  hit = (logits == value[..., None]) & (labels[..., None] != jnp.arange(logits.shape[-1]))
-  return value, jnp.sum(jnp.where(hit, tangents[0], 0.0), axis=-1)
+  j is the first such class on ties (argmax). Logits order the classes exactly as their probabilities do, so
+  "strictly below in logit" is "strictly below in probability" without the rounding of a float softmax; a class
+  tied with the label (z_k == z_y) is not below it. The argmax is not differentiated: z_j is differentiated as the
+  logit of the fixed class j (the paper's p_j as a function of the logits, whose class changes only where two
+  logits cross).
+  """
+  z_y = take_label(logits, labels)
+  masked = jnp.where(logits < z_y[..., None], logits, -jnp.inf)
+  j = jnp.argmax(masked, axis=-1)
+  z_j = take_label(logits, j)
+  return z_j, z_j < z_y  # no class below: argmax returns a class whose logit is >= z_y
 
 
 def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
   r"""Dual focal loss.
 
-  .. math:: \ell(z, y) = -(1 - p_y + p_j)^\gamma \log p_y, \qquad p_j = \max_{k \ne y} p_k
+  .. math:: \ell(z, y) = -(1 - p_y + p_j)^\gamma \log p_y, \qquad p_j = \max\{p_k : p_k < p_y\}
 
-  Tao, Dong & Xu, "Dual Focal Loss for Calibration", ICML 2023. ``gamma >= 0``.
+  with :math:`p_j = 0` when no probability is strictly below :math:`p_y` (the label's is the smallest). Tao, Dong &
+  Xu, "Dual Focal Loss for Calibration", ICML 2023: :math:`p_j` is the probability of the class ranked just below the
+  ground-truth class, as in the authors' code (``torch.lt`` mask, then the largest masked probability). On a
+  correctly classified example it is the largest wrong-class probability; on a misclassified one it is NOT (the
+  classes ranked above the label are skipped), so the factor :math:`1 - p_y + p_j` is always below 1, where the
+  largest wrong-class probability would take it towards 2. ``gamma >= 0``; ``gamma = 0`` is cross-entropy.
+
+  Conventions: classes are ordered by their logits (the same order as their probabilities, without float rounding
+  ties); a class tied with the label is not "strictly below" it; among classes tied for the largest probability
+  below :math:`p_y` the first is :math:`j`. The gradient treats :math:`p_j = \mathrm{softmax}(z)_j` as a function of
+  the logits (:math:`\partial p_j / \partial z = p_j (e_j - p)`); the choice of :math:`j` is piecewise constant.
   """
   del axis_name
   check_hparam("dual_focal", "gamma", gamma, low=0.0)
   logits, labels, where, lse, log_py = _prepare(logits, labels, where, "dual_focal")
-  k = logits.shape[-1]
-  p_other = jnp.exp(_max_other(logits, labels) - lse)
-  loss = -modulator(-jnp.expm1(log_py) + p_other, gamma) * log_py
-  return finalize(loss, labels, k, where)
+  z_j, has_j = _logit_below_label(logits, labels)
+  p_j = jnp.where(has_j, jnp.exp(z_j - lse), 0.0)
+  loss = -modulator(-jnp.expm1(log_py) + p_j, gamma) * log_py
+  return finalize(loss, labels, logits.shape[-1], where)
 
 
 def brier(logits, labels, *, where=None, axis_name=None):
@@ -180,8 +191,21 @@ def brier(logits, labels, *, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
+RCE_LOG_ZERO_PAPER = -4.0
+"""``nce_rce``'s ``log_zero`` as set in the papers (Wang et al. 2019; Ma et al. 2020): A = -4."""
+RCE_LOG_ZERO_CODE = math.log(1e-4)
+"""``nce_rce``'s ``log_zero`` that the authors' code realises by clamping the one-hot label at 1e-4: log(1e-4)."""
+
+
 def nce_rce(
-  logits, labels, *, alpha: float = 1.0, beta: float = 1.0, log_zero: float = -4.0, where=None, axis_name=None
+  logits,
+  labels,
+  *,
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  log_zero: float = RCE_LOG_ZERO_PAPER,
+  where=None,
+  axis_name=None,
 ):
   r"""Active-passive loss NCE+RCE: normalized cross-entropy plus reverse cross-entropy.
 
@@ -192,8 +216,16 @@ def nce_rce(
 
   with :math:`\log 0` replaced by :math:`A` = ``log_zero`` (< 0). Ma, Huang, Wang, Romano, Erfani & Bailey,
   "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020 (RCE from Wang et al., ICCV 2019,
-  "Symmetric Cross Entropy for Robust Learning with Noisy Labels"). Defaults alpha = beta = 1, A = -4 are the
-  paper's CIFAR-10 setting.
+  "Symmetric Cross Entropy for Robust Learning with Noisy Labels"). Defaults alpha = beta = 1 are the CIFAR-10
+  setting (the authors' CIFAR-100 configuration uses alpha = 10, beta = 0.1).
+
+  Which ``log_zero`` reproduces what (the RCE term scales with :math:`-A`, so the two differ by a factor 2.3):
+
+  * ``log_zero = -4`` (default, ``RCE_LOG_ZERO_PAPER``): the papers' stated constant A = -4.
+  * ``log_zero = log(1e-4) = -9.2103...`` (``RCE_LOG_ZERO_CODE``): the authors' released code, which clamps the
+    one-hot label to [1e-4, 1] before the log, so that log 0 becomes log(1e-4). That code also clamps each
+    probability to at least 1e-7 inside RCE; we do not, which changes RCE by at most :math:`-A (K - 1) 10^{-7}`
+    (below 1e-5 for K = 10) and only on rows with probabilities under 1e-7.
   """
   del axis_name
   check_hparam("nce_rce", "alpha", alpha, low=0.0)
