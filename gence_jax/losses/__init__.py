@@ -5,6 +5,8 @@
 * `adafocal` (+ `adafocal_init`, `adafocal_update`): AdaFocal, a stateful baseline (per-bin gammas updated from
   validation calibration each epoch; Ghosh, Schaaf & Gormley 2022).
 * baselines: `cross_entropy`, `generalized_ce` (`lq`), `mae`, `focal`, `flsd53`, `dual_focal`, `brier`, `nce_rce`.
+* long tail (`class_counts` of the training split): `logit_adjusted` (+ `posthoc_logit_adjustment`), `ldam`,
+  `ldam_drw`, `class_balanced_ce` (+ `effective_number_weights`), `balanced_softmax`.
 * `get_loss(name, **hparams)`: a `Loss` with ``per_example`` and ``probs`` (its probability link).
 * `checked(loss)`: raise on out-of-range labels and NaN/Inf logits instead of returning NaN.
 
@@ -16,6 +18,19 @@ from gence_jax.losses.baselines import brier, cross_entropy, dual_focal, flsd53,
 from gence_jax.losses.checked import LossInputError, check_inputs, checked
 from gence_jax.losses.generative_ce import gence
 from gence_jax.losses.minimax_gce import mgce, mgce_l1_penalty, mgce_nu, mgce_probs, mgce_worst_case
+from gence_jax.losses.longtail import (
+  LDAMDRWState,
+  balanced_softmax,
+  class_balanced_ce,
+  effective_number_weights,
+  ldam,
+  ldam_drw,
+  ldam_drw_init,
+  ldam_drw_update,
+  ldam_margins,
+  logit_adjusted,
+  posthoc_logit_adjustment,
+)
 from gence_jax.losses.registry import Loss, available_losses, get_loss, softmax_probs
 
 __all__ = [
@@ -27,6 +42,17 @@ __all__ = [
   "Loss",
   "LossInputError",
   "available_losses",
+  "LDAMDRWState",
+  "balanced_softmax",
+  "class_balanced_ce",
+  "effective_number_weights",
+  "ldam",
+  "ldam_drw",
+  "ldam_drw_init",
+  "ldam_drw_update",
+  "ldam_margins",
+  "logit_adjusted",
+  "posthoc_logit_adjustment",
   "brier",
   "check_inputs",
   "checked",

@@ -9,6 +9,8 @@ Conventions (see ``docs/calibration.md``):
 * Metrics return scalar jnp arrays as fractions (multiply by 100 for %).
 * Every binned metric has a ``*_from_stats`` form over :class:`CalibrationStats` (mergeable with :func:`merge`,
   psum-able); :class:`EvalStats` accumulates accuracy / NLL / Brier and the binned stats batch by batch.
+* Long-tail metrics (per-class accuracy and top-label ECE, balanced accuracy, many/medium/few-shot accuracy from
+  the training ``class_counts``) leave classes without test examples out of their means.
 * OOD scores are oriented so that higher = more in-distribution; detection metrics treat in-distribution as the
   positive class by default.
 """
@@ -27,6 +29,14 @@ from gence_jax.metrics._binned import (
   merge,
   sce,
   sce_from_stats,
+)
+from gence_jax.metrics._longtail import (
+  balanced_accuracy,
+  longtail_metrics,
+  per_class_accuracy,
+  per_class_ece,
+  shot_accuracy,
+  shot_groups,
 )
 from gence_jax.metrics._bootstrap import (
   BOOTSTRAP_METRICS,
@@ -103,6 +113,7 @@ __all__ = [
   "adaptive_ece_from_confidences",
   "aupr",
   "auroc",
+  "balanced_accuracy",
   "bin_edges",
   "bin_index",
   "brier",
@@ -117,12 +128,17 @@ __all__ = [
   "eval_stats",
   "fpr_at_95_tpr",
   "fpr_at_tpr",
+  "longtail_metrics",
   "max_prob",
   "mce",
   "mce_from_stats",
   "merge",
   "nll",
+  "per_class_accuracy",
+  "per_class_ece",
   "sce",
   "sce_from_stats",
+  "shot_accuracy",
+  "shot_groups",
   "update_eval_stats",
 ]
