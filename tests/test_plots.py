@@ -51,3 +51,67 @@ def test_reliability_diagram_from_stats_and_bad_input(tmp_path):
     plots.reliability_diagram({})
   with pytest.raises(TypeError, match="curves\\['x'\\]"):
     plots.reliability_diagram({"x": p})
+
+
+def test_reliability_diagram_wilson_bars_sparse_bins_and_counts():
+  p, y = _data(2, n=300)
+  fig = plots.reliability_diagram({"m": (p, y)}, num_bins=10, min_count=20, level=0.9)
+  ax, hax = fig.axes
+  stats = M.calibration_stats(p, y, num_bins=10, classwise=False)
+  count, correct = np.asarray(stats.count), np.asarray(stats.correct)
+  ne = count > 0
+  # Per-bin bars: the Wilson score interval of correct_b / n_b, from its formula.
+  z = 1.6448536269514722  # Phi^-1(0.95)
+  ph, n = correct[ne] / count[ne], count[ne].astype(float)
+  centre = (ph + z * z / (2 * n)) / (1 + z * z / n)
+  half = z / (1 + z * z / n) * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
+  segs = ax.collections[-1].get_segments()
+  np.testing.assert_allclose([s[0][1] for s in segs], np.clip(centre - half, 0, 1), atol=1e-7)
+  np.testing.assert_allclose([s[1][1] for s in segs], np.clip(centre + half, 0, 1), atol=1e-7)
+  # The note names the sparse bins (fewer than 20 examples), which are drawn with open markers.
+  sparse = int(np.sum(ne & (count < 20)))
+  assert sparse > 0
+  notes = " ".join(t.get_text() for t in ax.texts)
+  assert "90% Wilson" in notes and f"{sparse} bins with < 20 examples" in notes
+  line = ax.get_lines()[1]
+  assert len(line.get_markevery()) == int(ne.sum()) - sparse
+  # Counts readable on the histogram: a right-hand "count" axis when every model has the same N.
+  assert any(getattr(c, "get_ylabel", lambda: "")() == "count" for c in hax.child_axes)
+  plain = plots.reliability_diagram({"m": (p, y)}, num_bins=10, interval=None, min_count=0)
+  assert not plain.axes[0].texts
+  with pytest.raises(ValueError, match="reliability_diagram: `interval`"):
+    plots.reliability_diagram({"m": (p, y)}, interval="bootstrap")
+
+
+def test_metric_curves_mean_and_bands(tmp_path):
+  epochs = np.arange(1, 6)
+  runs = np.array([[0.9, 0.7, 0.5, 0.4, 0.35], [1.0, 0.8, 0.6, 0.5, np.nan], [0.8, 0.6, 0.55, 0.45, 0.3]])
+  path = tmp_path / "curves" / "ece.png"
+  fig = plots.metric_curves({"ce": (epochs, runs), "single": (epochs, runs[0])}, "ECE", str(path), "test ECE")
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  (ax,) = fig.axes
+  assert ax.get_ylabel() == "ECE" and ax.get_title() == "test ECE" and ax.get_xlabel() == "epoch"
+  mean_line, single_line = ax.get_lines()
+  expected_mean = [np.mean([v for v in col if not np.isnan(v)]) for col in runs.T]
+  np.testing.assert_allclose(mean_line.get_ydata(), expected_mean)
+  np.testing.assert_allclose(single_line.get_ydata(), runs[0])
+  assert mean_line.get_label() == "ce (3 seeds)" and ax.get_legend().get_title().get_text().startswith("band: mean")
+  # Band: mean -/+ sample std (ddof=1) of the seeds present at each epoch.
+  verts = ax.collections[0].get_paths()[0].vertices
+  sd = [np.std([v for v in col if not np.isnan(v)], ddof=1) for col in runs.T]
+  top = np.array(expected_mean) + sd
+  for x, t in zip(epochs, top):
+    assert np.any(np.isclose(verts[:, 0], x) & np.isclose(verts[:, 1], t))
+  # band="ci": Student-t half-width t_{0.975, n-1} sd / sqrt(n); epoch 5 has n = 2.
+  from scipy import stats as sps
+
+  ci = plots.metric_curves({"ce": (epochs, runs)}, "ECE", band="ci")
+  verts = ci.axes[0].collections[0].get_paths()[0].vertices
+  n = np.array([3, 3, 3, 3, 2])
+  tops = np.array(expected_mean) + sps.t.ppf(0.975, n - 1) * np.array(sd) / np.sqrt(n)
+  for x, t in zip(epochs, tops):
+    assert np.any(np.isclose(verts[:, 0], x) & np.isclose(verts[:, 1], t))
+  with pytest.raises(ValueError, match="metric_curves: `curves\\['x'\\]`"):
+    plots.metric_curves({"x": (epochs, runs[:, :3])}, "ECE")
+  with pytest.raises(ValueError, match="metric_curves: `band`"):
+    plots.metric_curves({"x": (epochs, runs)}, "ECE", band="iqr")
