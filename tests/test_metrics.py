@@ -393,3 +393,146 @@ def test_ood_bad_input():
     M.auroc([1.0], [0.0], positive="ood")
   with pytest.raises(ValueError, match="temperature"):
     M.energy(np.zeros((1, 2)), temperature=0.0)
+
+
+# ----------------------------------------------------------------------------------------------- conventions
+
+# K = 3, M = 4, sparse rows (exact zeros), no value on an edge and none exactly 1.0.
+SPARSE_P = np.array([[0.6, 0.4, 0.0], [0.0, 0.7, 0.3], [0.2, 0.0, 0.8], [0.1, 0.0, 0.9]], np.float32)
+SPARSE_Y = np.array([0, 2, 2, 1], np.int32)
+
+
+def test_hand_sce_skip_zeros():
+  # Every entry counted (N = 4), bins of width .25:
+  #   class 0: bin0 {0, .2, .1} no hit |0 - .3| = .3; bin2 {.6 hit} |1 - .6| = .4          -> .7 / 4 = .175
+  #   class 1: bin0 {0, 0 (hit)} |1 - 0| = 1; bin1 {.4} .4; bin2 {.7} .7                   -> 2.1 / 4 = .525
+  #   class 2: bin0 {0} 0; bin1 {.3 hit} .7; bin3 {.8 hit, .9} |1 - 1.7| = .7              -> 1.4 / 4 = .35
+  #   SCE = (.175 + .525 + .35) / 3 = .35
+  assert float(M.sce(SPARSE_P, SPARSE_Y, num_bins=4)) == pytest.approx(0.35, rel=1e-6)
+  # Exact zeros dropped, class k normalised by its N_k nonzero entries:
+  #   class 0: N_0 = 3, bin0 {.2, .1} .3, bin2 {.6 hit} .4                                 -> .7 / 3
+  #   class 1: N_1 = 2 (the hit at 0 is dropped), bin1 {.4} .4, bin2 {.7} .7               -> 1.1 / 2 = .55
+  #   class 2: N_2 = 3, bin1 {.3 hit} .7, bin3 {.8 hit, .9} .7                              -> 1.4 / 3
+  #   SCE = (.7/3 + .55 + 1.4/3) / 3 = 1.25 / 3
+  assert float(M.sce(SPARSE_P, SPARSE_Y, num_bins=4, skip_zeros=True)) == pytest.approx(1.25 / 3, rel=1e-6)
+  stats = M.calibration_stats(SPARSE_P, SPARSE_Y, num_bins=4)
+  np.testing.assert_array_equal(stats.class_zero_count, [1, 2, 1])
+  np.testing.assert_array_equal(stats.class_zero_hits, [0, 1, 0])
+  assert float(M.sce_from_stats(stats, skip_zeros=True)) == pytest.approx(1.25 / 3, rel=1e-6)
+  # A class whose probabilities are all exactly 0 contributes 0 (and still counts in the mean over K).
+  p = np.array([[0.6, 0.4, 0.0], [0.3, 0.7, 0.0]], np.float32)
+  y = np.array([0, 1], np.int32)
+  # class 0: bin1 {.3} .3, bin2 {.6 hit} .4 -> .7/2; class 1: bin1 {.4} .4, bin2 {.7 hit} .3 -> .7/2; class 2: 0.
+  assert float(M.sce(p, y, num_bins=4, skip_zeros=True)) == pytest.approx(0.7 / 3, rel=1e-6)
+
+
+def ref_sce_drop_zeros(probs, labels, m):
+  """SCE as robustness_metrics computes it (threshold 0): per class, drop p == 0, bins [lo, hi) (np.digitize on the
+  upper edges, so 1.0 gets a bin of its own), weights n_b / N_k, then the mean over the K classes."""
+  p = np.asarray(probs, np.float64)
+  k = p.shape[1]
+  upper = np.linspace(0.0, 1.0, m + 1)[1:]
+  total = 0.0
+  for c in range(k):
+    keep = p[:, c] > 0
+    v, hit = p[keep, c], (np.asarray(labels)[keep] == c).astype(np.float64)
+    if v.size == 0:
+      continue
+    b = np.digitize(v, upper)
+    for j in range(m + 1):
+      idx = b == j
+      if idx.any():
+        total += idx.sum() / v.size * abs(hit[idx].mean() - v[idx].mean()) / k
+  return total
+
+
+def _sparsemax(z):
+  """Sparsemax rows (Martins & Astudillo 2016) in float64: exact zeros off the support."""
+  zs = -np.sort(-z, axis=1)
+  cs = np.cumsum(zs, axis=1)
+  r = np.arange(1, z.shape[1] + 1)
+  support = 1 + r * zs > cs
+  kz = support.sum(1)
+  tau = (cs[np.arange(len(z)), kz - 1] - 1) / kz
+  return np.maximum(z - tau[:, None], 0.0)
+
+
+def test_sce_skip_zeros_matches_drop_zero_reference_on_sparse_outputs():
+  rng = np.random.default_rng(12)
+  p = _sparsemax(0.8 * rng.standard_normal((600, 6)))
+  p = p[p.max(1) < 1.0]  # no exact 1.0 (the reference would bin it apart)
+  probs = p.astype(np.float32)
+  probs = probs / probs.sum(1, keepdims=True)
+  labels = np.array([rng.choice(6, p=row / row.sum()) for row in probs.astype(np.float64)], np.int32)
+  m = 15
+  assert (probs == 0).mean() > 0.3
+  assert np.abs(probs[:, :, None] - (np.arange(1, m) / m)[None, None]).min() > 1e-6  # nothing on an interior edge
+  ours = float(M.sce(probs, labels, num_bins=m))
+  skip = float(M.sce(probs, labels, num_bins=m, skip_zeros=True))
+  np.testing.assert_allclose(skip, ref_sce_drop_zeros(probs, labels, m), rtol=1e-5)
+  np.testing.assert_allclose(ours, ref_classwise(probs, labels, m), rtol=1e-5)
+  assert abs(skip - ours) > 0.2 * ours  # the convention matters on sparse outputs
+  # On softmax outputs (no exact zeros) the two conventions agree.
+  probs2, labels2 = make_data(4)
+  probs2 = np.where(probs2 == 0, 1e-6, probs2).astype(np.float32)
+  probs2 /= probs2.sum(1, keepdims=True)
+  np.testing.assert_allclose(M.sce(probs2, labels2, skip_zeros=True), M.sce(probs2, labels2), rtol=1e-6)
+
+
+def test_sce_skip_zeros_merge_mask_and_bad_input():
+  probs, labels = make_data(8)
+  parts = [M.calibration_stats(probs[a:b], labels[a:b]) for a, b in [(0, 150), (150, 400)]]
+  merged = M.merge(parts[0], parts[1])
+  whole = M.sce(probs, labels, skip_zeros=True)
+  np.testing.assert_allclose(M.sce_from_stats(merged, skip_zeros=True), whole, rtol=1e-6)
+  keep = np.arange(400) % 4 != 0
+  bad = probs.copy()
+  bad[~keep] = 0.0  # masked rows full of zeros must not count
+  bad[~keep, 0] = np.nan
+  np.testing.assert_allclose(
+    M.sce(bad, labels, where=keep, skip_zeros=True), M.sce(probs[keep], labels[keep], skip_zeros=True), rtol=1e-6
+  )
+  s = M.EvalStats.zeros(5).update(probs, labels)
+  np.testing.assert_allclose(
+    M.sce_from_stats(s.calibration, skip_zeros=True), M.sce(probs, labels, skip_zeros=True), rtol=1e-6
+  )
+  with pytest.raises(TypeError, match="skip_zeros"):
+    M.sce(probs, labels, skip_zeros=1)
+  with pytest.raises(ValueError, match="stats"):
+    M.sce_from_stats(M.calibration_stats(probs, labels, classwise=False), skip_zeros=True)
+
+
+def test_hand_fpr_rules():
+  s_out = [0.5, 1.5, 2.5, 3.5, 20.0]
+  # 12 in-scores 1..12: 0.95 * 12 = 11.4 detected.
+  #   first_reaching: 12 detected (TPR 1), t = 1: OOD >= 1 = {1.5, 2.5, 3.5, 20} -> 4/5
+  #   closest: |11 - 11.4| = .4 < |12 - 11.4| = .6 -> 11 detected (TPR .917), t = 2: {2.5, 3.5, 20} -> 3/5
+  s_in = np.arange(1, 13, dtype=np.float64)
+  assert M.fpr_at_95_tpr(s_in, s_out) == pytest.approx(0.8)
+  assert M.fpr_at_95_tpr(s_in, s_out, rule="first_reaching") == pytest.approx(0.8)
+  assert M.fpr_at_95_tpr(s_in, s_out, rule="closest") == pytest.approx(0.6)
+  # 10 in-scores 1..10: 9.5 detected is equidistant from 9 and 10; closest takes the higher TPR: t = 1 -> 4/5.
+  assert M.fpr_at_95_tpr(np.arange(1, 11.0), s_out, rule="closest") == pytest.approx(0.8)
+  # 20 in-scores: 19 detected exactly, both rules agree: t = 2 -> 3/5.
+  s20 = np.arange(1, 21.0)
+  assert M.fpr_at_95_tpr(s20, s_out, rule="closest") == M.fpr_at_95_tpr(s20, s_out) == pytest.approx(0.6)
+  # Tied in-scores: 1 and eleven 3s; thresholds 3 (TPR 11/12) and 1 (TPR 1). closest: t = 3 -> {3.5, 20} = 2/5.
+  tied = np.array([1.0] + [3.0] * 11)
+  assert M.fpr_at_95_tpr(tied, s_out, rule="closest") == pytest.approx(0.4)
+  assert M.fpr_at_95_tpr(tied, s_out, rule="first_reaching") == pytest.approx(0.8)
+  # positive="out": OOD detected with the negated score (5 OOD, 4.75 -> 5 detected for both rules): t = -20,
+  # in-distribution flagged: -s_in >= -20 -> all 12 -> 1.0
+  assert M.fpr_at_95_tpr(s_in, s_out, positive="out", rule="closest") == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="rule"):
+    M.fpr_at_95_tpr(s_in, s_out, rule="nearest")
+
+
+def test_fpr_closest_vs_sklearn_roc_curve():
+  rng = np.random.default_rng(5)
+  s_in = rng.normal(1.0, 1.0, 293)  # 0.95 * 293 = 278.35: closest (278) and first_reaching (279) differ
+  s_out = rng.normal(0.0, 1.0, 170)
+  y = np.r_[np.ones(293), np.zeros(170)]
+  fpr, tpr, _ = skm.roc_curve(y, np.r_[s_in, s_out], drop_intermediate=False)
+  assert M.fpr_at_95_tpr(s_in, s_out, rule="closest") == pytest.approx(fpr[np.argmin(np.abs(tpr - 0.95))], abs=1e-12)
+  assert M.fpr_at_95_tpr(s_in, s_out) == pytest.approx(fpr[np.searchsorted(tpr, 0.95, side="left")], abs=1e-12)
+  assert M.fpr_at_95_tpr(s_in, s_out, rule="closest") <= M.fpr_at_95_tpr(s_in, s_out)

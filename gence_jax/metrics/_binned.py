@@ -63,6 +63,9 @@ class CalibrationStats:
     class_count: [K, M] int32, number of examples whose p_k falls in bin b (None if not collected).
     class_conf_sum: [K, M] float, sum of p_k over those examples (None if not collected).
     class_hits: [K, M] int32, number of those examples with label k (None if not collected).
+    class_zero_count: [K] int32, number of examples with p_k exactly 0 (all in bin 0; None if not collected).
+    class_zero_hits: [K] int32, number of those examples with label k (None if not collected). These two let
+      :func:`sce_from_stats` drop exact zeros (``skip_zeros=True``) without a second pass over the predictions.
   """
 
   count: jax.Array
@@ -71,6 +74,8 @@ class CalibrationStats:
   class_count: Optional[jax.Array] = None
   class_conf_sum: Optional[jax.Array] = None
   class_hits: Optional[jax.Array] = None
+  class_zero_count: Optional[jax.Array] = None
+  class_zero_hits: Optional[jax.Array] = None
 
   @property
   def num_bins(self) -> int:
@@ -90,6 +95,8 @@ class CalibrationStats:
         class_count=jnp.zeros((num_classes, m), jnp.int32),
         class_conf_sum=jnp.zeros((num_classes, m), dtype),
         class_hits=jnp.zeros((num_classes, m), jnp.int32),
+        class_zero_count=jnp.zeros((num_classes,), jnp.int32),
+        class_zero_hits=jnp.zeros((num_classes,), jnp.int32),
       )
     return cls(
       count=jnp.zeros((m,), jnp.int32), conf_sum=jnp.zeros((m,), dtype), correct=jnp.zeros((m,), jnp.int32), **cls_part
@@ -130,7 +137,12 @@ def _stats_core(probs, labels, valid, *, num_bins: int, classwise: bool) -> Cali
   class_count = cseg(v2.astype(jnp.int32).reshape(-1)).reshape(k, m)
   class_conf_sum = cseg(jnp.where(v2, probs.astype(acc), 0).reshape(-1)).reshape(k, m)
   class_hits = cseg(hits.astype(jnp.int32).reshape(-1)).reshape(k, m)
-  return CalibrationStats(count, conf_sum, n_correct, class_count, class_conf_sum, class_hits)
+  zero = (probs == 0) & v2
+  class_zero_count = jnp.sum(zero, axis=0, dtype=jnp.int32)
+  class_zero_hits = jnp.sum(zero & hits, axis=0, dtype=jnp.int32)
+  return CalibrationStats(
+    count, conf_sum, n_correct, class_count, class_conf_sum, class_hits, class_zero_count, class_zero_hits
+  )
 
 
 def _valid(where, n):
@@ -197,9 +209,30 @@ def classwise_ece_from_stats(stats: CalibrationStats) -> jax.Array:
   return jnp.sum(per_class) / k
 
 
-def sce_from_stats(stats: CalibrationStats) -> jax.Array:
-  """SCE (Nixon et al. 2019) = (1/K) sum_k sum_b (n_bk / N) |acc_bk - conf_bk|: the same number as classwise ECE."""
-  return classwise_ece_from_stats(stats)
+def sce_from_stats(stats: CalibrationStats, *, skip_zeros: bool = False) -> jax.Array:
+  """SCE (Nixon et al. 2019) from statistics; see :func:`sce` for both conventions.
+
+  ``skip_zeros=False``: (1/K) sum_k sum_b (n_bk / N) |acc_bk - conf_bk|, the same number as classwise ECE.
+  ``skip_zeros=True``: exact zeros removed from bin 0 and class k normalised by N_k = #{i : p_ik > 0}.
+  """
+  if not isinstance(skip_zeros, bool):
+    raise TypeError(f"sce_from_stats: `skip_zeros` must be a bool, got {skip_zeros!r}.")
+  if not skip_zeros:
+    return classwise_ece_from_stats(stats)
+  if stats.class_count is None or stats.class_zero_count is None:
+    raise ValueError(
+      "sce_from_stats: `stats` has no classwise part (with zero counts): compute it with "
+      "calibration_stats(..., classwise=True)."
+    )
+  dt = _float_dtype(stats)
+  k = stats.class_count.shape[0]
+  n = jnp.sum(stats.count)
+  # Exact zeros all sit in bin 0 and add nothing to conf_sum: take their count and hits out of bin 0.
+  hits = stats.class_hits.at[:, 0].add(-stats.class_zero_hits).astype(dt)
+  n_k = (n - stats.class_zero_count).astype(dt)
+  gap = jnp.sum(jnp.abs(hits - stats.class_conf_sum), axis=-1)
+  per_class = jnp.where(n_k > 0, gap / jnp.maximum(n_k, 1), 0.0)  # a class with no nonzero probability adds 0
+  return jnp.sum(per_class) / k
 
 
 # ----------------------------------------------------------------------------------------------- metric wrappers
@@ -237,14 +270,26 @@ def classwise_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array
   return classwise_ece_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where))
 
 
-def sce(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+def sce(probs, labels, *, num_bins: int = 15, where=None, skip_zeros: bool = False) -> jax.Array:
   """Static calibration error (Nixon et al. 2019, "Measuring Calibration in Deep Learning").
 
       SCE = (1/K) sum_{k=1}^{K} sum_{b=1}^{M} (n_bk / N) |acc_bk - conf_bk|
 
-  with the same per-class equal-width bins as :func:`classwise_ece`. In our definitions SCE and classwise ECE are
-  the SAME number (same bins, same weights n_bk / N, mean over classes, no thresholding of small probabilities);
-  both names are provided because both appear in the literature. Libraries that differ typically sum over classes
-  instead of averaging, or weight bins by n_bk / N_k: we do neither.
+  with the same per-class equal-width bins as :func:`classwise_ece`. By default (``skip_zeros=False``) SCE and
+  classwise ECE are the SAME number (same bins, same weights n_bk / N, mean over classes, every (example, class)
+  pair counted, including probabilities that are exactly 0); both names are provided because both appear in the
+  literature.
+
+  ``skip_zeros=True`` follows Nixon et al.'s implementation (``robustness_metrics``' ``sce``, ``threshold=0``): a
+  probability exactly 0 is dropped, and class k is normalised by the number of its remaining entries,
+
+      SCE_skip = (1/K) sum_k [N_k > 0] sum_b (n'_bk / N_k) |acc'_bk - conf'_bk|,   N_k = #{i : p_ik > 0}
+
+  (primes: bin statistics without the zeros). On softmax outputs (no exact zeros) the two agree; on sparse outputs
+  (MGCE with beta = 1, entmax-type links) they can differ several-fold. Other differences from that implementation
+  that this option does NOT reproduce: its bins are [lo, hi) with a probability of exactly 1.0 in a bin of its
+  own (ours (lo, hi], 1.0 in the last bin), and its default is 30 bins (ours 15).
   """
-  return sce_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where))
+  if not isinstance(skip_zeros, bool):
+    raise TypeError(f"sce: `skip_zeros` must be a bool, got {skip_zeros!r}.")
+  return sce_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where), skip_zeros=skip_zeros)

@@ -115,24 +115,51 @@ def aupr(scores_in, scores_out, *, positive: str = "in") -> float:
   return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def fpr_at_tpr(scores_in, scores_out, *, tpr: float = 0.95, positive: str = "in") -> float:
-  """False-positive rate at the largest threshold whose true-positive rate is >= ``tpr``.
+_FPR_RULES = ("first_reaching", "closest")
 
-  With ``positive="in"`` (default): threshold t is the ceil(tpr * n_in)-th largest in-distribution score, so that at
-  least a fraction ``tpr`` of in-distribution examples have score >= t (ties at t all count as detected); the
-  result is the fraction of OOD examples with score >= t (OOD examples wrongly accepted as in-distribution). This
-  equals ``fpr[first index with tpr >= 0.95]`` of an ROC curve over all distinct thresholds.
-  ``positive="out"``: the roles swap (OOD detected with the negated score; result = fraction of in-distribution
-  examples flagged as OOD).
+
+def fpr_at_tpr(
+  scores_in, scores_out, *, tpr: float = 0.95, positive: str = "in", rule: str = "first_reaching"
+) -> float:
+  """False-positive rate at the threshold chosen by ``rule`` for the target true-positive rate ``tpr``.
+
+  The candidate thresholds are the distinct positive scores t; at t the detector accepts every score >= t, so
+  TPR(t) = mean(pos >= t) and FPR(t) = mean(neg >= t) (at a given TPR this is the highest threshold, the ROC corner
+  with the fewest false positives).
+
+  * ``rule="first_reaching"`` (default): the largest t with TPR(t) >= ``tpr``, i.e. t is the ceil(tpr * n_pos)-th
+    largest positive score (ties at t all count as detected). This equals ``fpr[first index with tpr >= 0.95]`` of
+    sklearn's ``roc_curve(..., drop_intermediate=False)``. It never reports a TPR below the target.
+  * ``rule="closest"``: the t whose TPR(t) is closest to ``tpr`` (on an exact tie in distance, the higher TPR), as
+    in code that takes ``argmin |tpr - 0.95|`` over the ROC curve (e.g. Hendrycks et al.'s Outlier Exposure code).
+    It may report a TPR a little below the target; it differs from the default only when no threshold gives
+    exactly ``tpr`` (n_pos not a multiple of 20 for 0.95, or ties among positive scores). The Outlier Exposure code
+    also reports, at the chosen TPR, the lowest threshold before the next positive (the most false positives at
+    that TPR) rather than the ROC corner used here.
+
+  With ``positive="in"`` (default) in-distribution examples are the positives: the result is the fraction of OOD
+  examples accepted as in-distribution. ``positive="out"``: the roles swap (OOD detected with the negated score;
+  result = fraction of in-distribution examples flagged as OOD).
   """
   if not 0 < tpr <= 1:
     raise ValueError(f"tpr must be in (0, 1]; got {tpr}")
+  if rule not in _FPR_RULES:
+    raise ValueError(f"fpr_at_tpr: `rule` must be one of {_FPR_RULES}, got {rule!r}.")
   pos, neg = _pos_neg(scores_in, scores_out, positive)
-  k = max(1, math.ceil(round(tpr * pos.size, 9)))
-  t = np.sort(pos)[::-1][k - 1]
+  pos_desc = np.sort(pos)[::-1]
+  if rule == "first_reaching":
+    k = max(1, math.ceil(round(tpr * pos.size, 9)))
+    t = pos_desc[k - 1]
+  else:
+    # Distinct thresholds t (descending) and their detected counts #(pos >= t); distance |count - tpr n| in counts.
+    thresholds = np.unique(pos)[::-1]
+    detected = pos.size - np.searchsorted(np.sort(pos), thresholds, side="left")
+    dist = np.round(np.abs(detected - tpr * pos.size), 9)
+    best = np.flatnonzero(dist == dist.min())
+    t = thresholds[best[-1]]  # ties in distance: the lowest threshold, i.e. the higher TPR
   return float(np.mean(neg >= t))
 
 
-def fpr_at_95_tpr(scores_in, scores_out, *, positive: str = "in") -> float:
-  """:func:`fpr_at_tpr` with tpr = 0.95 (FPR95; Hendrycks & Gimpel 2017, Liu et al. 2020)."""
-  return fpr_at_tpr(scores_in, scores_out, tpr=0.95, positive=positive)
+def fpr_at_95_tpr(scores_in, scores_out, *, positive: str = "in", rule: str = "first_reaching") -> float:
+  """:func:`fpr_at_tpr` with tpr = 0.95 (FPR95; Hendrycks & Gimpel 2017, Liu et al. 2020); see there for ``rule``."""
+  return fpr_at_tpr(scores_in, scores_out, tpr=0.95, positive=positive, rule=rule)

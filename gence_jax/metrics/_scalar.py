@@ -190,15 +190,25 @@ def adaptive_ece_from_confidences(confidences, correct, *, num_bins: int = 15, w
 
 
 def adaptive_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
-  """Adaptive ECE with equal-mass bins on the top-label confidence (Nixon et al. 2019; Mukhoti et al. 2020).
+  """Adaptive ECE: the TOP-LABEL ECE with equal-mass bins, AdaECE of Mukhoti et al. 2020 ("Calibrating Deep
+  Neural Networks using Focal Loss", NeurIPS 2020).
 
       AdaECE = sum_{b=1}^{M} (n_b / N) |acc_b - conf_b|
+
+  This is NOT the ACE of Nixon et al. 2019 ("Measuring Calibration in Deep Learning"; ``robustness_metrics``'
+  ``ace``), which is class-wise: every class's probabilities p_ik get their own equal-mass bins and the per-class
+  errors are averaged over classes. The two give different numbers; only the top-label one is offered here.
 
   Bins are defined by rank, not by edges: sort the N unmasked examples by confidence c_i = max_k p_ik (ascending;
   ties broken by correctness, incorrect first, so the value does not depend on the input order); the example of
   0-based rank r goes to bin floor(r M / N). Every bin then holds floor(N/M) or ceil(N/M) examples (bin b holds
   ranks ceil(bN/M) .. ceil((b+1)N/M) - 1), and tied confidences may be split across neighbouring bins. Not
   mergeable from fixed bins (it needs every confidence): it is a plain function, not a ``*_from_stats``.
+
+  Mukhoti et al.'s code bins by value instead: edges interpolated at positions kN/M of the sorted confidences
+  (``np.interp``), bins (e_b, e_{b+1}], so tied confidences share a bin and the example(s) with the smallest
+  confidence (equal to e_0) fall in no bin while still counting in N. On distinct confidences each of its bin
+  boundaries sits within about one rank of ours.
   """
   num_bins = _validate.check_num_bins(num_bins)
   probs, labels, valid = _prep(probs, labels, where)
