@@ -511,3 +511,46 @@ def test_to_device_sharded_over_fake_devices():
     env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
   )
   assert "OK" in out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CIFAR-N label sets by name, without the tfds: prefix
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "name, tfds_name",
+  [
+    ("cifar10_n/worst", "cifar10_n/worst"),
+    ("cifar10_n/aggregate", "cifar10_n/aggregate"),
+    ("cifar10_n/random1", "cifar10_n/random1"),
+    ("cifar10_n/random2", "cifar10_n/random2"),
+    ("cifar10_n/random3", "cifar10_n/random3"),
+    ("cifar100_n/noisy_fine", "cifar100_n/noisy_fine"),
+    ("cifar100_n/noisy_coarse", "cifar100_n/noisy_coarse"),
+    ("CIFAR10_N/Aggre", "cifar10_n/aggregate"),
+    ("cifar100_n/coarse", "cifar100_n/noisy_coarse"),
+    ("cifar10_n/random_label2:1.0.4", "cifar10_n/random2:1.0.4"),
+    ("cifar10_n", "cifar10_n"),
+  ],
+)
+def test_parse_cifar_n_names_without_prefix(name, tfds_name):
+  spec = D.parse_dataset_spec(name, "/d")
+  assert spec == D.DatasetSpec("tfds", name, tfds_name=tfds_name, data_dir="/d")
+  D.check_dataset_spec(spec)  # accepted by the config check, nothing loaded
+  # the same name as the tfds: form gives (canonical label set aside)
+  assert D.parse_dataset_spec(f"tfds:{tfds_name}").tfds_name == tfds_name
+
+
+def test_parse_cifar_n_unknown_label_set():
+  with pytest.raises(ValueError, match=r"^parse_dataset_spec: `name` 'cifar10_n/noisy_fine': the label set of cifar10"):
+    D.parse_dataset_spec("cifar10_n/noisy_fine")
+  with pytest.raises(ValueError, match=r"^parse_dataset_spec: `name` 'cifar100_n/': .*\['noisy_fine', 'noisy_coa"):
+    D.parse_dataset_spec("cifar100_n/")
+  with pytest.raises(ValueError, match=r"^parse_dataset_spec: `name` 'cifar10_n/worst:' has no version"):
+    D.parse_dataset_spec("cifar10_n/worst:")
+  # load_dataset fails on the name before importing TensorFlow, naming the label sets
+  with pytest.raises(ValueError, match=r"^unknown dataset 'cifar10_n/best' \(.*'worst', 'aggregate'"):
+    D.load_dataset("cifar10_n/best", seed=0)
+  with pytest.raises(ValueError, match=r"config key 'dataset.name': unknown dataset 'cifar10_n/best'"):
+    D.check_dataset_name("cifar10_n/best", None)

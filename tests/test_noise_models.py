@@ -386,3 +386,61 @@ def test_instance_bad_input():
     R.instance_dependent_transition(x, y, 3, flip_rates=np.full(50, 2.0), weights=np.zeros((3, 2, 3)))
   with pytest.raises(ValueError, match="std must be >= 0"):
     parse_regimes("instance:0.2:-1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load_dataset: the instance-dependent regime reads each split's features
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "spec, rate, std, wseed", [("instance:0.3", 0.3, 0.1, None), ("instance:0.8:0.3:5", 0.8, 0.3, 5)]
+)
+def test_instance_regime_through_load_dataset_on_digits(spec, rate, std, wseed):
+  import gence_jax.data as D
+
+  ds = D.load_dataset("digits", seed=0, regimes=spec)
+  train_only = D.load_dataset("digits", seed=0, regimes=spec, regimes_on_val=False)
+  # Xia et al. (2020): example i flips with probability q_i, q_i ~ N(rate, std^2) truncated to [0, 1], so a flip is
+  # Bernoulli(E[q]); E[q] of the truncated normal from SciPy (0.676, not 0.8, for rate 0.8 and std 0.3)
+  mean_q = stats.truncnorm.mean(-rate / std, (1 - rate) / std, loc=rate, scale=std)
+  rec = ds.info["regimes"][0]
+  assert rec["spec"] == spec and set(rec) >= {"train", "val"} and ds.info["regimes_on_val"]
+  w_train = rec["train"]["params"]["weights_seed"]
+  assert w_train == rec["val"]["params"]["weights_seed"]  # one W (one noise process) for both splits
+  if wseed is not None:
+    assert w_train == wseed
+  assert rec["train"]["seed"] != rec["val"]["seed"]  # own per-example draws
+  for split in ("train", "val"):
+    y, yc, x = getattr(ds, f"y_{split}"), getattr(ds, f"y_{split}_clean"), getattr(ds, f"x_{split}")
+    realised = float(np.mean(y != yc))
+    assert ds.info["label_noise"][split] == pytest.approx(realised, abs=1e-12)
+    assert rec[split]["realised_rate"] == pytest.approx(realised, abs=1e-12)
+    assert rec[split]["params"]["num_features"] == 64
+    assert abs(realised - mean_q) <= 4 * math.sqrt(mean_q * (1 - mean_q) / len(y)), (split, realised, mean_q)
+    # the labels are those of the generator run on this split's own feature rows
+    again, _ = R.instance_dependent_noise(
+      x, yc, 10, rate=rate, std=std, seed=rec[split]["seed"], weights_seed=rec[split]["params"]["weights_seed"]
+    )
+    np.testing.assert_array_equal(y, again)
+  assert ds.info["clean_labels"] == "before_regimes"
+  np.testing.assert_array_equal(ds.y_train_clean, D.load_dataset("digits", seed=0).y_train)
+  # regimes_on_val=False: the same training noise, a clean validation split
+  np.testing.assert_array_equal(train_only.y_train, ds.y_train)
+  np.testing.assert_array_equal(train_only.y_val, train_only.y_val_clean)
+  assert train_only.info["label_noise"]["val"] == 0.0 and "val" not in train_only.info["regimes"][0]
+  json.dumps(ds.info)
+
+
+def test_instance_regime_needs_the_features_in_apply_regimes():
+  import gence_jax.data as D
+
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(300, 5)), rng.integers(0, 3, 300)
+  splits = {"train": {"x": x, "y": y.copy(), "y_clean": y.copy(), "ids": np.arange(300)}}
+  recs = D.apply_regimes(splits, parse_regimes("instance:0.4:0:9"), 3, seed=1)
+  # std 0: every q_i is 0.4; the labels follow from x through the generator with W drawn from weights_seed 9
+  ref, _ = R.instance_dependent_noise(x, y, 3, rate=0.4, std=0.0, seed=recs[0]["train"]["seed"], weights_seed=9)
+  np.testing.assert_array_equal(splits["train"]["y"], ref)
+  flipped = float(np.mean(splits["train"]["y"] != y))
+  assert abs(flipped - 0.4) <= 4 * math.sqrt(0.4 * 0.6 / 300)

@@ -42,6 +42,7 @@ def test_tfds_mock_full_pipeline(name, tmp_path):
   rec = ds.info["regimes"][0]
   assert rec["spec"] == regimes and set(rec) >= {"train", "val"}
   assert rec["train"]["num_flipped"] == int((ds.y_train != ds.y_train_clean).sum())
+  assert ds.info["clean_labels"] == "before_regimes"
   json.dumps(ds.info)
   np.testing.assert_array_equal(ds.y_train, ds_again.y_train)
   # train statistics
@@ -138,14 +139,52 @@ def test_cifar10_n_through_load_dataset_keeps_clean_labels(tmp_path):
   assert ds.num_classes == 10 and ds.default_augment == "crop_flip"
   assert ds.info["source"]["label_set"] == "aggregate"
   assert ds.info["source"]["noise_rate"] == pytest.approx(np.mean(raw.y_train != raw.y_train_clean))
-  # the human labels are the starting labels of the pipeline; the true ones are traced through the ids
-  np.testing.assert_array_equal(ds.y_train_clean, raw.y_train[ds.ids_train])
+  # the human labels are the starting labels of the regimes; the clean labels are the true ones of the same rows
+  np.testing.assert_array_equal(ds.y_train_clean, raw.y_train_clean[ds.ids_train])
   true_train = raw.y_train_clean[ds.ids_train]
   assert 0 < np.mean(true_train != ds.y_train)
-  assert (ds.y_train != ds.y_train_clean).sum() == round(0.2 * len(ds.y_train))
+  # the regime flips exactly 20% of the human labels it starts from
+  assert (ds.y_train != raw.y_train[ds.ids_train]).sum() == round(0.2 * len(ds.y_train))
+  assert ds.info["regimes"][0]["train"]["num_flipped"] == round(0.2 * len(ds.y_train))
   np.testing.assert_array_equal(ds.y_test, raw.y_test)
   assert ds_default.info["source"]["label_set"] == "worst"
   json.dumps(ds.info)
+
+
+@pytest.mark.parametrize("name, label_set", [("cifar10_n", "aggregate"), ("cifar100_n", "noisy_coarse")])
+def test_cifar_n_noise_is_measured_against_the_true_labels(name, label_set, tmp_path):
+  from test_regimes import COARSE_OF_FINE
+
+  n = 200
+  noisy_key, clean_key, k = CIFAR_N_FEATURES[(name, label_set)]
+  with tfds.testing.mock_data(num_examples=n):
+    ref = _tfds_features(name, "train", str(tmp_path))
+    ds = D.load_dataset(f"{name}/{label_set}", seed=0, data_dir=str(tmp_path))
+    sym = D.load_dataset(f"{name}/{label_set}", seed=0, data_dir=str(tmp_path), regimes="symmetric:0.2")
+  human = ref[noisy_key].astype(int)
+  if label_set == "noisy_coarse":
+    human = np.asarray(COARSE_OF_FINE)[human]
+  true = ref[clean_key].astype(int)
+  assert ds.num_classes == k and ds.info["source"]["label_set"] == label_set
+  assert ds.info["clean_labels"] == sym.info["clean_labels"] == "source"
+  np.testing.assert_array_equal(np.sort(np.concatenate([ds.ids_train, ds.ids_val])), np.arange(n))
+  for split in ("train", "val"):
+    ids = getattr(ds, f"ids_{split}")
+    # no regime: the labels are the human ones, the clean ones the builder's clean feature
+    np.testing.assert_array_equal(getattr(ds, f"y_{split}"), human[ids])
+    np.testing.assert_array_equal(getattr(ds, f"y_{split}_clean"), true[ids])
+    rate = float(np.mean(human[ids] != true[ids]))
+    assert 0 < rate < 1
+    assert ds.info["label_noise"][split] == pytest.approx(rate, abs=1e-12)
+    assert ds.info["class_counts_clean"][split] == np.bincount(true[ids], minlength=k).tolist()
+    # symmetric:0.2 flips exactly 20% of the human labels; the recorded noise counts human and added noise
+    ids_s = getattr(sym, f"ids_{split}")
+    y_s = getattr(sym, f"y_{split}")
+    np.testing.assert_array_equal(getattr(sym, f"y_{split}_clean"), true[ids_s])
+    assert int(np.sum(y_s != human[ids_s])) == round(0.2 * len(ids_s))
+    assert sym.info["regimes"][0][split]["num_flipped"] == round(0.2 * len(ids_s))
+    assert sym.info["label_noise"][split] == pytest.approx(float(np.mean(y_s != true[ids_s])), abs=1e-12)
+  json.dumps(sym.info)
 
 
 def test_cifar_n_unknown_label_set():

@@ -24,9 +24,10 @@ class Dataset:
   ``x_*`` keep the source dtype (uint8 images, float32 features); normalisation (``normalizer``, TRAIN statistics)
   and augmentation are applied per batch by :meth:`train_batches` / :meth:`eval_batches`.
   ``y_train``/``y_val`` are the labels after the regimes (possibly noisy); ``y_train_clean``/``y_val_clean`` the
-  labels before any label noise. ``ids_train``/``ids_val`` are the row indices of each example in the source's
-  training set (or, for a source with its own validation split, in that split), so examples can be traced through
-  the split and the regimes.
+  true labels of the same rows: the source's clean labels when it has them (CIFAR-10N/100N, whose training labels
+  are human ones), else the labels before any regime. ``ids_train``/``ids_val`` are the row indices of each example
+  in the source's training set (or, for a source with its own validation split, in that split), so examples can be
+  traced through the split and the regimes.
   """
 
   x_train: np.ndarray
@@ -158,8 +159,12 @@ def apply_regimes(
 
   Regime ``i`` on split ``s`` is seeded with ``derive_seed(seed, "regime", i, s)`` (the record holds it). Label
   noise replaces ``y`` (``y_clean`` keeps the clean labels); subset regimes select rows of every array of the split.
-  On ``"val"``, subset sizes given per class are scaled by the val/train size ratio (``val_scale_fraction`` is
-  the validation fraction of the pool), so the validation split mirrors the training regime.
+  Regimes that read the features (:attr:`Regime.needs_x`: ``instance``) get the split's ``x``; unless the regime
+  fixes ``weights_seed``, their class weights ``W`` are drawn from ``derive_seed(seed, "regime", i, "weights")``,
+  shared by all splits, so train and validation get the same noise process (as a class-level noise matrix is the
+  same for both) with their own per-example draws. On ``"val"``, subset sizes given per class are scaled by the
+  val/train size ratio (``val_scale_fraction`` is the validation fraction of the pool), so the validation split
+  mirrors the training regime.
   """
   records = []
   for i, reg in enumerate(regimes):
@@ -168,8 +173,10 @@ def apply_regimes(
       r = reg
       if sname == "val" and val_scale_fraction is not None:
         r = _scale_for_val(reg, val_scale_fraction)
+      if r.needs_x and r.kwargs.get("weights_seed") is None:
+        r = Regime.make(r.name, **{**r.kwargs, "weights_seed": derive_seed(seed, "regime", i, "weights")})
       s = derive_seed(seed, "regime", i, sname)
-      out, rec = r.indices_or_labels(arrs["y"], num_classes, seed=s)
+      out, rec = r.indices_or_labels(arrs["y"], num_classes, seed=s, x=arrs["x"] if r.needs_x else None)
       if r.kind == "labels":
         arrs["y"] = out
       else:
@@ -213,6 +220,11 @@ def build_dataset(
      example: ``empty_classes="warn"`` (default) warns with a :class:`~gence_jax.data.DataWarning` naming the first
      class that has none, ``"error"`` raises :class:`~gence_jax.data.DataError` with that message, ``"ignore"``
      does neither; ``info["empty_classes"]`` lists them either way.
+     The clean labels (``Dataset.y_train_clean``/``y_val_clean``, ``info["class_counts_clean"]``) and
+     ``info["label_noise"]`` (the fraction of rows whose label differs from them) use ``raw.y_train_clean[ids]``
+     when the source carries true labels beside noisy ones (CIFAR-10N/100N: the noise is then the human noise plus
+     what the regimes add), else the labels before the regimes; ``info["clean_labels"]`` says which (``"source"``
+     or ``"before_regimes"``). A validation split the source gives itself counts its own labels as clean.
   3. Per-channel (images) / per-feature (tabular) mean and std over the final TRAIN split. A channel/feature whose
      std is ``<= 1e-8`` (constant, e.g. digit pixels that are always 0) is centred and not scaled (std set to 1),
      so it is 0 after normalisation instead of a division by zero; a :class:`~gence_jax.data.DataWarning` names
@@ -233,12 +245,19 @@ def build_dataset(
   k = int(raw.num_classes)
   y_full = _src._labels(raw.y_train, "y_train")
   x_full = np.asarray(raw.x_train)
+  has_clean = raw.y_train_clean is not None
+  yc_full = y_full
+  if has_clean:
+    yc_full = _val.check_labels(raw.y_train_clean, split="y_train_clean", what=what, num_classes=k)
+    if len(yc_full) != len(y_full):
+      raise _val.DataError(f"dataset {what!r}: y_train_clean has {len(yc_full)} rows but y_train has {len(y_full)}")
 
   split_seed = derive_seed(seed, "val_split")
   if raw.x_val is not None:
     x_tr, y_tr, ids_tr = x_full, y_full, np.arange(len(y_full))
     x_va, y_va = np.asarray(raw.x_val), _src._labels(raw.y_val, "y_val")
     ids_va = np.arange(len(y_va))
+    yc_tr, yc_va = yc_full, y_va
     val_info: dict[str, Any] = {"source": "given"}
   else:
     if not (0.0 <= float(val_fraction) < 1.0):
@@ -248,6 +267,7 @@ def build_dataset(
     else:
       ids_tr, ids_va = _pl.random_split(len(y_full), val_fraction, seed=split_seed)
     x_tr, y_tr, x_va, y_va = x_full[ids_tr], y_full[ids_tr], x_full[ids_va], y_full[ids_va]
+    yc_tr, yc_va = yc_full[ids_tr], yc_full[ids_va]
     val_info = {
       "source": "held_out",
       "val_fraction": float(val_fraction),
@@ -255,14 +275,14 @@ def build_dataset(
       "seed": int(split_seed),
     }
 
-  splits = {"train": {"x": x_tr, "y": y_tr, "y_clean": y_tr.copy(), "ids": ids_tr}}
+  splits = {"train": {"x": x_tr, "y": y_tr, "y_clean": yc_tr.copy(), "ids": ids_tr}}
   on_val = regimes_on_val and len(y_va) > 0
   if on_val:
-    splits["val"] = {"x": x_va, "y": y_va, "y_clean": y_va.copy(), "ids": ids_va}
+    splits["val"] = {"x": x_va, "y": y_va, "y_clean": yc_va.copy(), "ids": ids_va}
   pool = len(y_tr) + len(y_va)
   records = apply_regimes(splits, regs, k, seed=seed, val_scale_fraction=(len(y_va) / pool) if pool else None)
   tr = splits["train"]
-  va = splits.get("val", {"x": x_va, "y": y_va, "y_clean": y_va.copy(), "ids": ids_va})
+  va = splits.get("val", {"x": x_va, "y": y_va, "y_clean": yc_va.copy(), "ids": ids_va})
 
   if len(tr["y"]) == 0:
     raise _val.DataError(f"dataset {what!r}: the training split is empty")
@@ -295,6 +315,7 @@ def build_dataset(
     "class_counts": {"train": counts(tr["y"]), "val": counts(va["y"]), "test": counts(y_te)},
     "class_counts_clean": {"train": counts(tr["y_clean"]), "val": counts(va["y_clean"])},
     "label_noise": {"train": noise(tr["y"], tr["y_clean"]), "val": noise(va["y"], va["y_clean"])},
+    "clean_labels": "source" if has_clean else "before_regimes",
     "regimes": records,
     "regimes_on_val": bool(on_val),
     "normalization": {**normalizer.to_dict(), "statistics_of": "train"},
@@ -396,7 +417,16 @@ def from_arrays(
   )
 
 
-_KNOWN = ["digits", *_src.TFDS_DATASETS, "tfds:<name>", "tiny_imagenet:<folder>", "<folder>", "<file>.npz"]
+_KNOWN = [
+  "digits",
+  *_src.TFDS_DATASETS,
+  "cifar10_n/<label set>",
+  "cifar100_n/<label set>",
+  "tfds:<name>",
+  "tiny_imagenet:<folder>",
+  "<folder>",
+  "<file>.npz",
+]
 
 
 def _resolve_raw(
@@ -419,8 +449,8 @@ def _resolve_raw(
     raise ValueError(f"unknown dataset {name_or_path!r}; expected a name, a path or a mapping of arrays")
   try:
     spec = parse_dataset_spec(name_or_path, data_dir)
-  except ValueError:
-    raise ValueError(f"unknown dataset {os.fspath(name_or_path)!r}; known: {_KNOWN}") from None
+  except ValueError as e:
+    raise ValueError(f"unknown dataset {os.fspath(name_or_path)!r} ({e}); known: {_KNOWN}") from None
   if spec.kind == "digits":
     return _src.load_digits(as_images=as_images, test_fraction=test_fraction, test_seed=test_seed)
   if spec.kind == "tfds":
@@ -468,6 +498,9 @@ def load_dataset(
     ``test_fraction`` test split with ``test_seed``;
   * ``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"fashion_mnist"``, ``"mnist"`` (or ``"tfds:<name>"``):
     TFDS with ``data_dir``/``download`` (TensorFlow imported only now);
+  * ``"cifar10_n/<label set>"``, ``"cifar100_n/<label set>"`` (or bare ``"cifar10_n"``/``"cifar100_n"`` for the
+    default set): the human-labelled CIFAR-N training sets through TFDS (:func:`gence_jax.data.load_cifar_n`);
+    their true labels are kept as the clean labels;
   * ``"tiny_imagenet:<folder>"``, a Tiny-ImageNet folder, or ``"tiny_imagenet"`` with ``data_dir``
     (``cache_path``: optional ``.npz`` cache of the decoded images);
   * a path to an ``.npz`` file (``x_train, y_train, x_test, y_test`` [``x_val, y_val``] or ``x, y``);
@@ -487,7 +520,8 @@ def load_dataset(
 
   ``Dataset.info`` (JSON-serialisable) holds: ``name``, ``source``, ``seed``, ``num_classes``, ``input_shape``,
   ``input_key``, ``dtype``, ``validation`` (how the val split was made), ``num_examples`` and ``class_counts``
-  per split (observed labels), ``class_counts_clean`` and realised ``label_noise`` for train/val, ``regimes``
+  per split (observed labels), ``class_counts_clean`` and realised ``label_noise`` for train/val, ``clean_labels``
+  (what they are measured against: ``"source"`` or ``"before_regimes"``, see :func:`build_dataset`), ``regimes``
   (one entry per regime: its spec and the record of each split it touched), ``normalization`` (train mean/std),
   ``default_augment``, ``class_names``, ``zero_variance`` (indices of constant features/channels) and
   ``empty_classes`` (classes with no training example).

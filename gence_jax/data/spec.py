@@ -5,6 +5,10 @@ goes through :func:`parse_dataset_spec`, so the rules live here only. Keywords a
 
 * ``digits`` -> kind ``digits``: scikit-learn's bundled digits;
 * ``cifar10``, ``cifar100``, ``svhn_cropped``, ``fashion_mnist``, ``mnist`` (:data:`TFDS_DATASETS`) -> ``tfds``;
+* ``cifar10_n/<label set>`` (``worst``, ``aggregate``, ``random1``, ``random2``, ``random3``) and
+  ``cifar100_n/<label set>`` (``noisy_fine``, ``noisy_coarse``) -> ``tfds``: a CIFAR-N human label set (the aliases
+  of :func:`gence_jax.data.load_cifar_n` are accepted; ``tfds_name`` holds the canonical set; ``:<version>`` may
+  follow); an unknown label set is a ValueError;
 * ``tfds:<name>`` -> ``tfds``: any TFDS name (its case kept; ``tfds:<name>:<version>`` pins a version);
 * ``tiny_imagenet:<folder>`` or ``tiny-imagenet:<folder>`` -> ``tiny_imagenet``: that folder;
 * ``tiny_imagenet``, ``tiny-imagenet``, ``tiny_imagenet_200``, ``tiny-imagenet-200`` -> ``tiny_imagenet``: the
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gence_jax.data.sources import TFDS_DATASETS
+from gence_jax.data.sources import _CIFAR_N_ALIASES, CIFAR_N_LABEL_SETS, TFDS_DATASETS
 
 __all__ = [
   "KINDS",
@@ -72,8 +76,9 @@ def parse_dataset_spec(name: str | os.PathLike, data_dir: str | os.PathLike | No
   """Classify a dataset name without touching the file system (table in the module docstring).
 
   ``data_dir`` (``""`` counts as none) is kept on the spec: TFDS reads it, and a bare ``tiny_imagenet`` takes it as
-  its folder. Raises TypeError for a name that is not a string or path, ValueError for an empty name or ``tfds:``
-  with nothing after it; every other string parses (an unknown word is a ``folder``, which
+  its folder. Raises TypeError for a name that is not a string or path, ValueError for an empty name, ``tfds:``
+  with nothing after it, or ``cifar10_n/``/``cifar100_n/`` followed by an unknown label set; every other string
+  parses (an unknown word is a ``folder``, which
   :func:`check_dataset_spec` then reports as an unknown dataset if no such folder exists).
   """
   if isinstance(name, os.PathLike):
@@ -88,6 +93,9 @@ def parse_dataset_spec(name: str | os.PathLike, data_dir: str | os.PathLike | No
     return DatasetSpec("digits", name, data_dir=ddir)
   if low in TFDS_DATASETS:
     return DatasetSpec("tfds", name, tfds_name=low, data_dir=ddir)
+  base, slash, rest = low.partition("/")
+  if slash and base in CIFAR_N_LABEL_SETS:
+    return DatasetSpec("tfds", name, tfds_name=_cifar_n_name(name, base, rest), data_dir=ddir)
   if low.startswith("tfds:"):
     if not name[5:].strip():
       raise ValueError(f"parse_dataset_spec: `name` {name!r} has no TFDS dataset name after 'tfds:'")
@@ -100,6 +108,18 @@ def parse_dataset_spec(name: str | os.PathLike, data_dir: str | os.PathLike | No
   if low.endswith(".npz"):
     return DatasetSpec("npz", name, path=name, data_dir=ddir)
   return DatasetSpec("folder", name, path=name, data_dir=ddir)
+
+
+def _cifar_n_name(name: str, base: str, rest: str) -> str:
+  """``<base>/<canonical label set>[:<version>]`` from the lower-cased text after ``<base>/``."""
+  label_set, colon, version = rest.partition(":")
+  sets = CIFAR_N_LABEL_SETS[base]
+  canonical = _CIFAR_N_ALIASES.get(label_set, label_set)
+  if canonical not in sets:
+    raise ValueError(f"parse_dataset_spec: `name` {name!r}: the label set of {base} must be one of {list(sets)}")
+  if colon and not version:
+    raise ValueError(f"parse_dataset_spec: `name` {name!r} has no version after ':'")
+  return f"{base}/{canonical}" + (f":{version}" if version else "")
 
 
 def tiny_imagenet_folder(path: str) -> str:
