@@ -64,6 +64,9 @@ def ref_update(gammas, probs, labels, *, lam, gamma_max, s_th, gamma_min, num_bi
   correct = (probs.argmax(-1) == np.asarray(labels)).astype(np.float64)
   if binning == "equal_mass":
     edges = np.quantile(conf, np.arange(num_bins + 1) / num_bins)
+  elif binning == "equal_mass_authors":
+    # The sorted confidences interpolated at positions k N / B (np.interp holds the last value past N - 1).
+    edges = np.interp(np.linspace(0, conf.size, num_bins + 1), np.arange(conf.size), np.sort(conf))
   else:
     edges = np.arange(num_bins + 1) / num_bins
   gaps, counts = np.zeros(num_bins), np.zeros(num_bins, int)
@@ -380,6 +383,60 @@ def test_validation_stats_equal_mass_counts():
   assert np.all(np.diff(np.asarray(edges)) >= 0)
   ece_like = np.sum(np.asarray(counts) / 150 * np.abs(np.asarray(gaps)))
   assert 0.0 <= ece_like <= 1.0
+
+
+def _conf_probs(conf):
+  """[N, 4] probabilities whose top-1 confidence (class 0) is ``conf`` (conf >= 0.25)."""
+  conf = np.asarray(conf, np.float64)
+  return np.stack([conf] + [(1 - conf) / 3] * 3, axis=-1)
+
+
+def test_equal_mass_edges_quantile_default_and_authors_rule_hand_computed():
+  conf = [0.26, 0.53, 0.61, 0.75, 0.94, 0.99]
+  probs, labels = _conf_probs(conf), np.zeros(6, np.int32)  # every prediction correct: gap = mean conf - 1
+  with jax.enable_x64(True):
+    # Default, quantiles at positions k (N - 1) / B = 0, 5/3, 10/3, 5:
+    #   s0 = .26; s1 + (2/3)(s2 - s1) = .53 + .08 * 2/3 = .583333; s3 + (1/3)(s4 - s3) = .75 + .19/3 = .813333; s5 = .99
+    edges, gaps, counts = adafocal_validation_stats(probs, labels, 3)
+    np.testing.assert_allclose(edges, [0.26, 0.53 + 0.08 * 2 / 3, 0.75 + 0.19 / 3, 0.99], rtol=1e-12)
+    np.testing.assert_array_equal(counts, [2, 2, 2])  # {.26, .53} {.61, .75} {.94, .99}
+    # Authors' rule, positions k N / B = 0, 2, 4, 6 (6 past the last index: s5): edges .26, .61, .94, .99;
+    # bins (e_b, e_b+1], first open: {.26, .53, .61} {.75, .94} {.99}
+    edges, gaps, counts = adafocal_validation_stats(probs, labels, 3, binning="equal_mass_authors")
+    np.testing.assert_allclose(edges, [0.26, 0.61, 0.94, 0.99], rtol=1e-12)
+    np.testing.assert_array_equal(counts, [3, 2, 1])
+    np.testing.assert_allclose(gaps, [(0.26 + 0.53 + 0.61) / 3 - 1, (0.75 + 0.94) / 2 - 1, 0.99 - 1], rtol=1e-12)
+    # A fractional position: N = 5, B = 2. Authors: positions 0, 2.5, 5 -> .3, (.5 + .7) / 2 = .6, .9;
+    # quantiles: positions 0, 2, 4 -> .3, .5, .9.
+    conf5 = _conf_probs([0.9, 0.3, 0.7, 0.5, 0.4])
+    np.testing.assert_allclose(
+      adafocal_validation_stats(conf5, np.zeros(5, np.int32), 2, binning="equal_mass_authors")[0], [0.3, 0.6, 0.9]
+    )
+    np.testing.assert_allclose(adafocal_validation_stats(conf5, np.zeros(5, np.int32), 2)[0], [0.3, 0.5, 0.9])
+
+
+def test_update_with_authors_edges_matches_numpy_reference_and_mask():
+  rng = np.random.default_rng(11)
+  hp = dict(lam=0.7, gamma_max=5.0, switch_threshold=0.3, gamma_min=-1.5)
+  for n, nb in [(97, 15), (6, 10)]:  # N not a multiple of B; N < B
+    z, y = _random_case(rng, n, 5)
+    probs = np.exp(np_log_softmax(z)).astype(np.float32)
+    gammas = rng.uniform(-2, 5, nb)
+    state = adafocal_init(nb)._replace(gammas=jnp.asarray(gammas, jnp.float32))
+    out = adafocal_update(state, probs, y, binning="equal_mass_authors", **hp)
+    g, edges, gaps, counts = ref_update(
+      gammas, probs, y, lam=0.7, gamma_max=5.0, s_th=0.3, gamma_min=-1.5, num_bins=nb, binning="equal_mass_authors"
+    )
+    np.testing.assert_allclose(out.bin_edges, edges, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.bin_counts, counts)
+    np.testing.assert_allclose(out.calibration_gaps, gaps, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.gammas, g, rtol=1e-4, atol=1e-5)
+    # Masked rows count nowhere.
+    keep = np.arange(n) % 3 != 0
+    masked = adafocal_update(state, probs, y, binning="equal_mass_authors", where=jnp.asarray(keep), **hp)
+    kept = adafocal_update(state, probs[keep], y[keep], binning="equal_mass_authors", **hp)
+    np.testing.assert_allclose(masked.bin_edges, kept.bin_edges, rtol=1e-6)
+    np.testing.assert_allclose(masked.gammas, kept.gammas, rtol=1e-6)
 
 
 def test_init_defaults_and_validation():

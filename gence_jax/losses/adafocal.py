@@ -40,13 +40,18 @@ Defaults, as in the authors' released code (https://github.com/3mcloud/adafocal,
 
 Conventions of this implementation (details the paper leaves to its code):
 
-* Equal-mass edges are the linear-interpolation quantiles of the (unmasked) validation top-1 confidences at
-  levels :math:`k/B`, :math:`k = 0..B` (``numpy.quantile``'s default), so the outer edges are the smallest and the
-  largest confidence. ``binning="equal_width"`` uses :math:`k/B` instead.
+* Equal-mass edges (``binning="equal_mass"``, the default) are the linear-interpolation quantiles of the
+  (unmasked) validation top-1 confidences at levels :math:`k/B`, :math:`k = 0..B` (``numpy.quantile``'s default):
+  with :math:`s_0 \le \dots \le s_{N-1}` the sorted confidences, :math:`e_k` interpolates :math:`s` at position
+  :math:`k(N-1)/B`, so the outer edges are the smallest and the largest confidence. ``binning="equal_mass_authors"``
+  uses the authors' code's rule (``np.interp(linspace(0, N, B+1), arange(N), s)``): position :math:`kN/B`, clamped
+  to :math:`s_{N-1}` past the last confidence; its interior edges sit up to one rank higher than the quantiles'.
+  ``binning="equal_width"`` uses :math:`k/B`.
 * A validation sample is in bin :math:`b` when :math:`e_b < c \le e_{b+1}` (the first bin also takes
   :math:`c \le e_1`, the last also :math:`c > e_B`), as in the adaptive-ECE metric the paper uses; a training
   example is in bin :math:`b` when :math:`e_b \le p_y < e_{b+1}` with the outer bins open-ended, as in the
-  authors' code.
+  authors' code. (The authors' validation bins are :math:`(e_b, e_{b+1}]` for every bin, so confidences equal to
+  the smallest, :math:`e_0`, fall in no bin there; here they are in the first bin, whichever ``binning``.)
 
 Typical use::
 
@@ -71,7 +76,7 @@ from gence_jax.losses.baselines import modulator
 
 __all__ = ["AdaFocalState", "adafocal", "adafocal_init", "adafocal_update", "adafocal_validation_stats"]
 
-_BINNINGS = ("equal_mass", "equal_width")
+_BINNINGS = ("equal_mass", "equal_mass_authors", "equal_width")
 
 
 class AdaFocalState(NamedTuple):
@@ -181,11 +186,14 @@ def adafocal_init(num_bins: int = 15, gamma_init: float = 1.0, *, dtype=jnp.floa
   )
 
 
-def _equal_mass_edges(conf, valid, num_bins):
-  """Linear-interpolation quantiles of the valid confidences at levels k / num_bins (numpy.quantile's default)."""
+def _equal_mass_edges(conf, valid, num_bins, rule="quantile"):
+  """Equal-mass edges of the valid confidences: the sorted values s interpolated linearly at position k(n-1)/B
+  (``rule="quantile"``, numpy.quantile's default) or kn/B clamped to s[n-1] (``rule="authors"``, np.interp as in
+  the AdaFocal authors' code), k = 0..B."""
   n = jnp.sum(valid)
   s = jnp.sort(jnp.where(valid, conf, jnp.inf))  # valid values first, ascending
-  pos = jnp.arange(num_bins + 1, dtype=conf.dtype) * (jnp.maximum(n, 1) - 1).astype(conf.dtype) / num_bins
+  span = jnp.maximum(n, 1) - (1 if rule == "quantile" else 0)
+  pos = jnp.arange(num_bins + 1, dtype=conf.dtype) * span.astype(conf.dtype) / num_bins
   lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
   hi = jnp.minimum(lo + 1, jnp.maximum(n - 1, 0))
   frac = pos - lo.astype(conf.dtype)
@@ -205,7 +213,9 @@ def adafocal_validation_stats(
     val_probs: ``[..., K]`` predicted probabilities on the validation set (the loss's probability link).
     val_labels: ``[...]`` integer labels.
     num_bins: number of bins.
-    binning: ``"equal_mass"`` (the paper's setting: quantiles of ``c``) or ``"equal_width"`` (``k / num_bins``).
+    binning: ``"equal_mass"`` (default; the paper's setting, edges the quantiles of ``c`` at levels k / num_bins),
+      ``"equal_mass_authors"`` (the authors' code's edges: sorted ``c`` interpolated at positions k N / num_bins) or
+      ``"equal_width"`` (``k / num_bins``). See the module docstring.
     where: optional ``[...]`` bool mask of the samples to use (padding excluded).
     axis_name: when the validation set is sharded over a named axis (pmap / shard_map / named vmap), the
       statistics are computed on the samples of all shards (gathered along ``axis_name``).
@@ -249,7 +259,8 @@ def adafocal_validation_stats(
   if binning == "equal_width":
     edges = width_edges
   else:
-    edges = jnp.where(jnp.any(valid), _equal_mass_edges(conf, valid, num_bins), width_edges)
+    rule = "authors" if binning == "equal_mass_authors" else "quantile"
+    edges = jnp.where(jnp.any(valid), _equal_mass_edges(conf, valid, num_bins, rule), width_edges)
   idx = jnp.searchsorted(edges[1:-1], conf, side="left")  # e_b < c <= e_{b+1}
   w = valid.astype(dtype)
   counts = jax.ops.segment_sum(w, idx, num_segments=num_bins)
@@ -296,7 +307,8 @@ def adafocal_update(
     gamma_max: upper clip :math:`\gamma_{max} > S_{th}`.
     switch_threshold: :math:`S_{th} \ge 0`, the magnitude below which a bin switches between focal and inverse-focal.
     gamma_min: lower clip :math:`\gamma_{min} \le 0` (bounds the inverse-focal strength :math:`|\gamma|`).
-    binning: ``"equal_mass"`` (paper) or ``"equal_width"`` validation bins.
+    binning: ``"equal_mass"`` (default, quantile edges), ``"equal_mass_authors"`` (the authors' code's edges) or
+      ``"equal_width"`` validation bins; see `adafocal_validation_stats`.
     where: optional bool mask of valid validation samples.
     axis_name: gather the validation statistics over this named axis (sharded validation).
 
