@@ -1,17 +1,24 @@
-"""Command line: ``gence-jax <command> ...``."""
+"""Command line: ``gence-jax <command> ...``.
+
+User errors (a bad config or option, bad data, a work directory holding another run or in use, an unreadable
+checkpoint, a diverging run, a work directory that cannot be written) print one line ``gence-jax: error: ...`` and
+exit with their status (``gence_jax.train.errors.EXIT_STATUS``: 2 config, 3 data, 4 work directory identity or
+lock, 5 checkpoint, 6 divergence, 7 work directory write); ``--debug`` shows the traceback. Programming errors keep
+their traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 
 def _train(args):
   from gence_jax import train
 
-  config = train.apply_overrides(train.load_config(args.config), args.set)
-  train.validate(config)
-  results = train.train_and_evaluate(config, args.workdir)
+  config = _config(args)
+  results = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
   test = results["test"]
   for stage in ("raw", "ts", "ats"):
     m = test[stage]
@@ -19,9 +26,12 @@ def _train(args):
       f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
       f"sce {100 * m['sce']:.2f}%"
     )
-  if "mgce_bound" in results:
-    b = results["mgce_bound"]
-    print(f"MGCE objective (error bound, Remark 1) {b['objective']:.4f}  vs test error {b['test_error']:.4f}")
+  report = results.get("loss_report")
+  if report and "objective" in report:
+    print(
+      f"training objective {report['objective']:.4f} >= error of the randomised rule on the training labels "
+      f"{report['train_randomized_error']:.4f} (not a bound on the argmax test error)"
+    )
   print(f"selected step {results['selected'].get('step')} by {results['selected']['by']}")
   for line in ood_lines(results):
     print(line)
@@ -47,12 +57,37 @@ def ood_lines(results: dict) -> list[str]:
 DEFAULT_COMPARE_LOSSES = ["cross_entropy", "generalized_ce:q=0.7", "focal:gamma=2.0", "gence", "mgce:beta=2.0"]
 
 
-def _compare(args):
+def _config(args):
+  """The config file with ``--set`` overrides, validated; any problem is a `ConfigError` naming the key."""
   from gence_jax import train
-  from gence_jax.train.compare import compare
+  from gence_jax.train.errors import ConfigError, ConfigTypeError
 
-  config = train.apply_overrides(train.load_config(args.config), args.set)
+  try:
+    config = train.apply_overrides(train.load_config(args.config), args.set)
+    train.validate(config)
+  except TypeError as e:
+    raise ConfigTypeError(str(e)) from e
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(str(e)) from e
+  return config
+
+
+def _compare(args):
+  from gence_jax.train.compare import compare
+  from gence_jax.train.errors import ConfigError
+
+  config = _config(args)
   regimes = ["" if r == "clean" else r for r in args.regimes]
+  try:
+    from gence_jax.train.compare import plan_grid
+    from gence_jax.train.report import parse_columns, selection_groups
+
+    parse_columns(args.columns)
+    if args.select is not None:
+      selection_groups(args.losses, args.select)
+    plan_grid(config, args.workdir, losses=args.losses, seeds=args.seeds, regimes=regimes)
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    raise ConfigError(str(e)) from e
   compare(
     config,
     args.workdir,
@@ -61,6 +96,9 @@ def _compare(args):
     regimes=regimes,
     select=args.select,
     columns=args.columns,
+    reference=args.reference,
+    selection=args.selection,
+    overwrite=args.overwrite,
   )
 
 
@@ -77,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="KEY=VALUE",
     help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0",
   )
+  tr.add_argument("--overwrite", action="store_true", help="move a run of another config in --workdir aside")
+  tr.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   tr.set_defaults(func=_train)
 
   cmp = sub.add_parser("compare", help="grid of losses x regimes x seeds; mean +/- std table (Markdown + JSON)")
@@ -112,14 +152,58 @@ def build_parser() -> argparse.ArgumentParser:
     help="table columns, e.g. accuracy sce ece classwise_ece ece:ts ece:ats (stage raw/ts/ats, default raw); "
     "default: accuracy nll ece sce, then nll/ece/sce after TS and ATS",
   )
+  cmp.add_argument(
+    "--reference",
+    default=None,
+    metavar="LOSS",
+    help="loss spec every other row is compared with, paired by seed (default: the first of --losses)",
+  )
+  cmp.add_argument(
+    "--selection",
+    default="val",
+    choices=["val", "last", "clean_val"],
+    help="checkpoint each run reports: best on validation (default), last, or best on the clean validation labels "
+    "(an oracle; only differs under label noise)",
+  )
   cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
+  cmp.add_argument("--overwrite", action="store_true", help="move runs of another config in the grid aside")
+  cmp.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   cmp.set_defaults(func=_compare)
   return parser
 
 
+def exit_status(error: BaseException) -> int | None:
+  """The exit status of a user error (see the module docstring); None for a programming error."""
+  from gence_jax.data import DataError
+  from gence_jax.train import CheckpointError, TrainingDivergedError
+  from gence_jax.train.errors import EXIT_STATUS, UserError
+
+  if isinstance(error, UserError):
+    return error.exit_status
+  if isinstance(error, DataError):
+    return EXIT_STATUS["data"]
+  if isinstance(error, CheckpointError):
+    return EXIT_STATUS["checkpoint"]
+  if isinstance(error, TrainingDivergedError):
+    return EXIT_STATUS["divergence"]
+  if isinstance(error, OSError) and error.errno is not None:  # read-only workdir, disk full, missing file
+    return EXIT_STATUS["workdir write"]
+  return None
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-  args.func(args)
+  try:
+    args.func(args)
+  except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+    status = exit_status(e)
+    if status is None:
+      raise
+    if args.debug:
+      traceback.print_exc()
+    message = " ".join(str(e).split()) or type(e).__name__
+    print(f"gence-jax: error: {message}", file=sys.stderr)
+    return status
   return 0
 
 

@@ -238,3 +238,38 @@ def metric_curves(
     ax.set_title(title)
   _save(fig, path, dpi)
   return fig
+
+
+def grouped_bars(
+  values: Mapping[str, Mapping[str, Mapping[str, list]]],
+  *,
+  ylabel: str,
+  path: Optional[str] = None,
+) -> Figure:
+  """One panel per outer key (e.g. regime), one group of bars per middle key (e.g. loss), one bar per inner key
+  (e.g. raw / TS / ATS): the mean of each list of values (e.g. over seeds) with its sample std (ddof=1) as error bar.
+
+  ``values[panel][group][bar] = [v_seed0, v_seed1, ...]``. Saved to ``path`` (PNG) when given.
+  """
+  panels = list(values)
+  fig = Figure(figsize=(5 * len(panels), 4))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, panel in zip(axes, panels):
+    groups = list(values[panel])
+    bars = list(next(iter(values[panel].values())))
+    width = 0.8 / max(1, len(bars))
+    xs = np.arange(len(groups))
+    for j, bar in enumerate(bars):
+      vals = [np.asarray(values[panel][g][bar], float) for g in groups]
+      std = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
+      offset = (j - (len(bars) - 1) / 2) * width
+      ax.bar(xs + offset, [float(np.mean(v)) for v in vals], width, yerr=std, label=bar, capsize=2)
+    ax.set_xticks(xs, groups, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(panel)
+    ax.legend()
+  fig.tight_layout()
+  if path is not None:
+    fig.savefig(path, dpi=120)
+  return fig

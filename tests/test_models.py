@@ -389,3 +389,22 @@ def test_zero_init_residual_blocks_start_as_identity():
   variables = init_model(model, _key(0), (8, 8, 3))
   assert np.all(variables["params"]["stage1_block1"]["BatchNorm_1"]["scale"] == 0)
   assert np.all(variables["params"]["stage1_block1"]["BatchNorm_0"]["scale"] == 1)
+
+
+@pytest.mark.parametrize("init", ["lecun_normal", "he_normal", "torch_default"])
+def test_mlp_initialisations_have_their_published_scale(init):
+  # Var(W) for fan_in d: LeCun normal 1/d, He normal 2/d, PyTorch's nn.Linear default U(+-1/sqrt(d)) -> 1/(3d)
+  from gence_jax.models.mlp import MLP
+
+  d, width = 400, 512
+  params = MLP(num_classes=3, hidden=(width,), initializer=init).init(jax.random.PRNGKey(0), jnp.zeros((1, d)))["params"]
+  kernel, bias = np.asarray(params["Dense_0"]["kernel"], np.float64), np.asarray(params["Dense_0"]["bias"])
+  want = {"lecun_normal": 1 / d, "he_normal": 2 / d, "torch_default": 1 / (3 * d)}[init]
+  assert abs(kernel.var() / want - 1) < 0.03  # 204,800 draws (the normals are truncated at 2 std: var 0.774 of
+  # the untruncated scale, which Flax's variance_scaling already corrects for)
+  if init == "torch_default":
+    assert np.abs(kernel).max() <= 1 / np.sqrt(d) and np.abs(bias).max() <= 1 / np.sqrt(d) and bias.std() > 0
+  else:
+    assert np.all(bias == 0)
+  with pytest.raises(ValueError, match="`initializer` must be one of"):
+    MLP(num_classes=3, initializer="xavier").init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))

@@ -22,7 +22,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from gence_jax import cli, train
 from gence_jax.data import load_digits
 from gence_jax.losses import get_loss
-from gence_jax.train.ood import evaluate_ood, ood_scores, parse_ood_datasets
+from gence_jax.data.ood import parse_ood_datasets
+from gence_jax.train.ood import evaluate_ood, ood_scores
 
 FAST = [
   "train.epochs=3",
@@ -225,7 +226,7 @@ def test_max_examples_takes_a_fixed_subset(tmp_path):
 
 def test_tfds_ood_set_reads_the_test_split():
   tfds = pytest.importorskip("tensorflow_datasets")
-  from gence_jax.train.ood import load_ood_inputs
+  from gence_jax.data.ood import load_ood_inputs
 
   with tfds.testing.mock_data(num_examples=12):
     x, info = load_ood_inputs("tfds:svhn_cropped")

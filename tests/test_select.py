@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gence_jax import cli, train
-from gence_jax.train.compare import (
+from gence_jax.train.report import (
   markdown_table,
   parse_columns,
   select_on_validation,
@@ -64,7 +64,7 @@ def test_selection_on_hand_made_results_with_ties():
   row = summary["mgce (selected on validation)"]
   want = np.array([0.72, 0.83, 0.91])
   assert row["accuracy_raw"]["mean"] == pytest.approx(want.mean())
-  assert row["accuracy_raw"]["std"] == pytest.approx(np.sqrt(np.mean((want - want.mean()) ** 2)))
+  assert row["accuracy_raw"]["std"] == pytest.approx(np.std(want, ddof=1))  # the sample std
   assert row["seeds"] == [0, 1, 2] and row["chosen"][1]["spec"] == "mgce:beta=11"
   assert list(summary)[:4] == SPECS  # the original rows stay, the selected row comes after them
   table = markdown_table(summarize(GRID, select_on_validation(GRID, groups)), "digits")
@@ -98,10 +98,13 @@ def test_groups_resolve_aliases_and_fail_early():
     parse_columns(["ece:platt"])
 
 
-def test_compare_select_fails_before_training(tmp_path):
+def test_compare_select_fails_before_training(tmp_path, capsys):
   wd = tmp_path / "cmp"
   with pytest.raises(ValueError, match="no loss has two or more specs"):
-    cli.main(["compare", "--workdir", str(wd), "--losses", "cross_entropy", "gence", "--select", "--seeds", "0"])
+    selection_groups(["cross_entropy", "gence"], [])
+  args = ["compare", "--workdir", str(wd), "--losses", "cross_entropy", "gence", "--select", "--seeds", "0"]
+  assert cli.main(args) == 2
+  assert "no loss has two or more specs" in capsys.readouterr().err
   assert not wd.exists()
 
 
@@ -165,5 +168,25 @@ def test_summary_without_select_is_unchanged():
   table = markdown_table(summarize(grid), "digits")
   header = "| loss | accuracy | nll | ece | sce | nll (TS) | ece (TS) | sce (TS) | nll (ATS) | ece (ATS) | sce (ATS) |"
   assert header in table and "selected" not in table and "OOD" not in table
-  assert "| cross_entropy | 70.00 +/- 10.00 | 0.50 +/- 0.00 | 10.00 +/- 0.00 | 1.00 +/- 0.00 |" in table
+  # sample std of (80, 60) = 14.14; 95% t-interval 70 -/+ t(0.975, 1) 14.14 / sqrt(2) = 70 -/+ 127.06
+  assert "| cross_entropy (ref) | 70.00 +/- 14.14 [-57.06, 197.06] | 0.50 +/- 0.00 [0.50, 0.50] |" in table
   assert train.load_config(None).ood.datasets == ""
+
+
+def test_paired_comparison_to_the_reference_matches_scipy():
+  from scipy import stats as sps
+
+  acc = {"cross_entropy": [0.80, 0.70, 0.75, 0.90, 0.85, 0.60], "gence": [0.82, 0.74, 0.74, 0.93, 0.88, 0.66]}
+  grid = {"clean": {spec: [run(s, 0.9, 0.1, a) for s, a in enumerate(vals)] for spec, vals in acc.items()}}
+  cell = summarize(grid, reference="cross_entropy")["clean"]["gence"]["accuracy_raw"]
+  a, r = np.array(acc["gence"]), np.array(acc["cross_entropy"])
+  d = cell["vs_reference"]
+  assert d["mean_diff"] == pytest.approx(np.mean(a - r))
+  assert d["t_pvalue"] == pytest.approx(sps.ttest_rel(a, r).pvalue)
+  assert d["wilcoxon_pvalue"] == pytest.approx(sps.wilcoxon(a - r).pvalue)
+  lo, hi = sps.t.interval(0.95, len(a) - 1, loc=np.mean(a - r), scale=np.std(a - r, ddof=1) / np.sqrt(len(a)))
+  assert (d["ci_low"], d["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+  assert cell["std"] == pytest.approx(np.std(a, ddof=1))
+  table = markdown_table(summarize(grid, reference="cross_entropy"), "digits", parse_columns(["accuracy"]))
+  assert "Paired differences to `cross_entropy`" in table and "| cross_entropy (ref) |" in table
+  assert ("*" in table.split("| gence |")[1].split("\n")[0]) == (sps.ttest_rel(a, r).pvalue < 0.05)

@@ -274,8 +274,12 @@ def local_batch_slice(global_batch_size: int, process_index: int, process_count:
   return slice(process_index * local, (process_index + 1) * local)
 
 
-def _key(x: np.ndarray) -> str:
+def input_key(x: np.ndarray) -> str:
+  """The batch key under which inputs like `x` travel: ``"image"`` for image arrays ([N, H, W, C]), else ``"x"``."""
   return "image" if np.ndim(x) >= 3 else "x"
+
+
+_key = input_key
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int:

@@ -18,6 +18,7 @@ from gence_jax.losses.baselines import brier, cross_entropy, dual_focal, flsd53,
 from gence_jax.losses.checked import LossInputError, check_inputs, checked
 from gence_jax.losses.generative_ce import gence
 from gence_jax.losses.minimax_gce import mgce, mgce_l1_penalty, mgce_nu, mgce_probs, mgce_worst_case
+from gence_jax.losses.hooks import StateSpec, mgce_objective_report
 from gence_jax.losses.longtail import (
   LDAMDRWState,
   balanced_softmax,
@@ -31,7 +32,7 @@ from gence_jax.losses.longtail import (
   logit_adjusted,
   posthoc_logit_adjustment,
 )
-from gence_jax.losses.registry import Loss, available_losses, get_loss, softmax_probs
+from gence_jax.losses.registry import Loss, available_losses, data_hparams, get_loss, register_loss, softmax_probs
 
 __all__ = [
   "AdaFocalState",
@@ -42,6 +43,10 @@ __all__ = [
   "Loss",
   "LossInputError",
   "available_losses",
+  "data_hparams",
+  "mgce_objective_report",
+  "register_loss",
+  "StateSpec",
   "LDAMDRWState",
   "balanced_softmax",
   "class_balanced_ce",

@@ -44,8 +44,13 @@ def checked(loss_fn):
 
   The returned function jits and checkifies internally, so call it from Python (not inside another `jit`).
 
+  >>> import jax.numpy as jnp
   >>> from gence_jax.losses import checked, gence
-  >>> checked(gence)(logits, labels)   # raises LossInputError: labels must be in [0, 10); ...
+  >>> logits, labels = jnp.zeros((2, 3)), jnp.array([0, 3])
+  >>> checked(gence)(logits, labels)
+  Traceback (most recent call last):
+  ...
+  gence_jax.losses.checked.LossInputError: ...
   """
 
   @functools.wraps(loss_fn)

@@ -7,12 +7,13 @@ loss/model/dataset names fail here, naming the key, before anything is trained.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 from typing import Iterable
 
 import ml_collections
+
+from gence_jax.train.specs import parse_assignment
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -66,24 +67,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 20
   c.train.progress = True
   c.train.data_workers = 0  # > 0: threads preparing training batches ahead (same batches; keeps a fast GPU fed)
+  c.train.steps_per_dispatch = 0  # steps per device dispatch (lax.scan); 0 = up to the next log/checkpoint/epoch
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15
   c.calibration.ats_pieces = 3
   c.calibration.ats_min_count = 30
+  c.calibration.bootstrap_resamples = 200  # Poisson-bootstrap intervals of the test metrics (0 = none)
+  c.calibration.bootstrap_seed = 0  # the same resamples for every model and seed
 
   c.ood = ml_collections.ConfigDict()  # out-of-distribution detection with the selected model (gence_jax.train.ood)
   c.ood.datasets = ""  # comma-separated dataset names as for dataset.name (e.g. "tfds:svhn_cropped"); "" = none
   c.ood.data_dir = ""  # TFDS / Tiny-ImageNet data directory of the OOD sets ("" = dataset.data_dir)
   c.ood.max_examples = 0  # > 0: a fixed random subset (seed 0) of each OOD test split; 0 = all of it
-
-  c.adafocal = ml_collections.ConfigDict()  # used when loss.name == "adafocal" (Ghosh et al. 2022 defaults)
-  c.adafocal.num_bins = 15
-  c.adafocal.gamma_init = 1.0
-  c.adafocal.lam = 1.0
-  c.adafocal.gamma_max = 20.0
-  c.adafocal.gamma_min = -2.0
-  c.adafocal.switch_threshold = 0.2
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # "" = single process, or read from the environment
@@ -135,20 +131,10 @@ def _assign(node, key, value, path):
     raise TypeError(f"config key {path!r}: expected {type(node[key]).__name__}, got {value!r} ({e})") from None
 
 
-def _parse_value(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies ``key.sub=value`` strings; unknown keys and values of the wrong type raise, naming the key."""
   for item in overrides:
-    if "=" not in item:
-      raise ValueError(f"--set expects key=value, got {item!r}")
-    path, text = item.split("=", 1)
-    value = _parse_value(text)
+    path, value = parse_assignment(item)
     node, parts = config, path.split(".")
     for i, part in enumerate(parts[:-1]):
       prefix = ".".join(parts[: i + 1])
@@ -179,34 +165,11 @@ def _choice(config, path, allowed):
     raise ValueError(f"config key {path!r} must be one of {list(allowed)}, got {value!r}")
 
 
-def _validate_adafocal(config) -> None:
-  """AdaFocal takes its settings from the 'adafocal' block; check them by tracing its init and update once."""
-  import jax
-  import jax.numpy as jnp
-
-  from gence_jax import losses
-
-  if dict(config.loss.hparams):
-    raise ValueError("config key 'loss.hparams': loss 'adafocal' takes its settings from the 'adafocal' block")
-  a = config.adafocal
-  try:
-    state = losses.adafocal_init(a.num_bins, a.gamma_init)
-    jax.eval_shape(
-      lambda s, p, y: losses.adafocal_update(
-        s, p, y, lam=a.lam, gamma_max=a.gamma_max, gamma_min=a.gamma_min, switch_threshold=a.switch_threshold
-      ),
-      state,
-      jax.ShapeDtypeStruct((4, 3), jnp.float32),
-      jax.ShapeDtypeStruct((4,), jnp.int32),
-    )
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config block 'adafocal': {e}") from None
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks names, ranges and that the loss, model and dataset exist, before any training starts."""
   from gence_jax import losses, models
   from gence_jax.data import parse_regimes
+  from gence_jax.data.spec import check_dataset_name
 
   _choice(config, "optimizer.name", OPTIMIZERS)
   _choice(config, "optimizer.schedule", SCHEDULES)
@@ -231,22 +194,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config key 'dataset.val_fraction' must be in [0, 1), got {config.dataset.val_fraction}")
   if config.dataset.val_fraction == 0.0:
     raise ValueError("config key 'dataset.val_fraction' must be > 0: calibration and model selection need it")
+  if config.calibration.bootstrap_resamples < 0:
+    raise ValueError(f"config key 'calibration.bootstrap_resamples' must be >= 0, got {config.calibration.bootstrap_resamples!r}")
+  if config.train.steps_per_dispatch < 0:
+    raise ValueError(f"config key 'train.steps_per_dispatch' must be >= 0, got {config.train.steps_per_dispatch!r}")
   if config.train.data_workers < 0:
     raise ValueError(f"config key 'train.data_workers' must be >= 0, got {config.train.data_workers!r}")
   if config.optimizer.grad_clip_norm < 0 or config.optimizer.weight_decay < 0:
     raise ValueError("config keys 'optimizer.grad_clip_norm' and 'optimizer.weight_decay' must be >= 0")
 
-  if config.loss.name == "adafocal":
-    _validate_adafocal(config)
-  else:
-    try:
-      losses.get_loss(config.loss.name)
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"config key 'loss.name': {e} (or 'adafocal', configured in the 'adafocal' block)") from None
-    try:
-      losses.get_loss(config.loss.name, **dict(config.loss.hparams))
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
+  try:
+    losses.get_loss(config.loss.name)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config key 'loss.name': {e}") from None
+  try:
+    losses.get_loss(config.loss.name, **dict(config.loss.hparams))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
   if config.model.name not in models.available_models():
     raise ValueError(
       f"config key 'model.name': unknown model {config.model.name!r}; expected one of {models.available_models()}"
@@ -259,14 +223,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     parse_regimes(config.dataset.regimes or None)
   except ValueError as e:
     raise ValueError(f"config key 'dataset.regimes': {e}") from None
-  _check_dataset_name(config.dataset.name, config.dataset.data_dir)
+  check_dataset_name(config.dataset.name, config.dataset.data_dir)
   if "ood" in config:  # configs built by hand without the block have no OOD sets
     _validate_ood(config)
 
 
 def _validate_ood(config) -> None:
   """The ``ood`` block: every OOD dataset name is one the loader accepts (checked without loading anything)."""
-  from gence_jax.train.ood import parse_ood_datasets
+  from gence_jax.data.spec import check_dataset_name
+  from gence_jax.data.ood import parse_ood_datasets
 
   if config.ood.max_examples < 0:
     raise ValueError(f"config key 'ood.max_examples' must be >= 0 (0 = all), got {config.ood.max_examples!r}")
@@ -275,33 +240,4 @@ def _validate_ood(config) -> None:
   except ValueError as e:
     raise ValueError(f"config key 'ood.datasets': {e}") from None
   for name in names:
-    _check_dataset_name(name, config.ood.data_dir or config.dataset.data_dir, key="ood.datasets")
-
-
-def _check_dataset_name(name: str, data_dir: str, key: str = "dataset.name") -> None:
-  """The dataset names `gence_jax.data.load_dataset` accepts, checked without loading anything; errors name `key`."""
-  from gence_jax.data.sources import TFDS_DATASETS
-
-  low = name.lower()
-  if low == "digits" or low in TFDS_DATASETS or (low.startswith("tfds:") and len(low) > 5):
-    return
-  for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
-    if low.startswith(prefix):
-      if not os.path.isdir(name[len(prefix) :]):
-        raise FileNotFoundError(f"config key {key!r}: Tiny-ImageNet folder not found: {name[len(prefix) :]!r}")
-      return
-  if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200"):
-    if not data_dir:
-      dir_key = "'ood.data_dir' (or 'dataset.data_dir')" if key == "ood.datasets" else "'dataset.data_dir'"
-      raise ValueError(f"config key {dir_key} must name the Tiny-ImageNet folder for dataset {name!r} ({key!r})")
-    return
-  if low.endswith(".npz"):
-    if not os.path.isfile(name):
-      raise FileNotFoundError(f"config key {key!r}: file not found: {name!r}")
-    return
-  if os.path.isdir(name):
-    return
-  raise ValueError(
-    f"config key {key!r}: unknown dataset {name!r}; expected 'digits', one of "
-    f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file"
-  )
+    check_dataset_name(name, config.ood.data_dir or config.dataset.data_dir, key="ood.datasets")

@@ -1,38 +1,50 @@
-"""`train_and_evaluate(config, workdir)`: the training program.
+"""`train_and_evaluate(config, workdir)`: the training program, in four phases.
 
-Data -> model -> jitted (or pmapped) train step over the global batch -> periodic evaluation through the loss's own
-probability link -> best-on-validation selection (validation accuracy, ties by NLL; the best state is kept in an
-orbax checkpoint under ``best/`` so a resumed run keeps it) -> post-hoc temperature scaling and ATS fitted on validation and
-reported on test -> with ``ood.datasets`` set, OOD detection of the selected model (``gence_jax.train.ood``: AUROC,
-AUPR, FPR at 95% TPR of the max-probability, entropy and energy scores against the in-distribution test split) ->
-``results.json``, ``metrics.jsonl``, ``predictions.npz`` (validation and test logits, test probabilities through the
-loss's link), ``ood_scores.npz`` (with OOD sets) and ``reliability.png`` in the work directory. Checkpoints
-(orbax) every ``train.checkpoint_every_steps`` and at the end; a restarted run resumes from the newest readable one
-and, because batches, augmentation and per-step keys are functions of (seed, step), reproduces the uninterrupted
-run's parameters bit for bit.
+1. `setup`: validate the config, load the data (regimes applied), build the loss, model, optimizer and executor
+   (`gence_jax.train.executor`), restore the newest readable checkpoint.
+2. `train_steps`: run the steps in chunks (one dispatch per chunk, ``lax.scan``), each chunk ending at the next log,
+   checkpoint or epoch boundary; at the end of an epoch, update a stateful loss's state (``loss.update_state``),
+   checkpoint, and every ``train.eval_every_epochs`` evaluate on validation and test and keep the best states
+   (`gence_jax.train.selection`).
+3. `finalize`: for each checkpoint choice (best on validation, last, and with noisy validation labels the best on
+   the clean ones), test metrics through the loss's link, raw and after the configured post-hoc calibrators fitted
+   on validation; the loss's own report (MGCE: its training objective); OOD detection.
+4. `write_run_outputs`: ``results.json``, ``predictions.npz``, ``ood_scores.npz``, ``reliability.png``.
+
+Batches, augmentation and per-step keys are functions of (seed, step) and chunks end at absolute step boundaries,
+so a run resumed from a checkpoint reproduces the uninterrupted run bit for bit.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from gence_jax import calibration, losses, metrics, models
-from gence_jax.data import eval_batches, load_dataset, to_device
-from gence_jax.train import distributed, ood
+from gence_jax import losses, models
+from gence_jax.data import load_dataset
+from gence_jax.data.pipeline import input_key
+from gence_jax.train import distributed, identity, ood
 from gence_jax.train.checkpoint import Checkpointer
 from gence_jax.train.config import validate
+from gence_jax.train.errors import ConfigError, RunIdentityError, WorkdirError
+from gence_jax.train.evaluate import REPORTED, calibrate_and_score, predict_arrays, predict_split, score
+from gence_jax.train.executor import Executor, make_executor
 from gence_jax.train.optim import make_optimizer
-from gence_jax.train.step import TrainState, create_state, make_predict, make_train_step
+from gence_jax.train.outputs import MetricsWriter, write_run_outputs
+from gence_jax.train.selection import BestKeeper, selection_keepers
+from gence_jax.train.step import TrainState, create_state
 
-REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
+__all__ = ["REPORTED", "TrainingDivergedError", "train_and_evaluate"]
+
+#: Upper bound on the bytes of one dispatched chunk of training batches (``train.steps_per_dispatch = 0``).
+CHUNK_BYTES = 256 << 20
 
 
 class TrainingDivergedError(RuntimeError):
@@ -44,66 +56,47 @@ class TrainingDivergedError(RuntimeError):
     self.last_checkpoint = last_checkpoint
 
 
-def _jsonable(x):
-  """Plain JSON values; NaN/Inf become null so every line stays strict JSON."""
-  if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.generic, np.ndarray, jax.Array)):
-    x = np.asarray(x)
-    return _jsonable(x.item() if x.ndim == 0 else x.tolist())
-  if isinstance(x, float) and not np.isfinite(x):
-    return None
-  return x
+@dataclasses.dataclass
+class Run:
+  """Everything `setup` builds for the other phases."""
+
+  config: Any
+  workdir: str
+  data: Any
+  loss: losses.Loss
+  model: Any
+  executor: Executor
+  l1: float
+  steps_per_epoch: int
+  total_steps: int
+  start_step: int
+  state: TrainState
+  step_key: jax.Array
+  ckpt: Checkpointer
+  keepers: dict[str, BestKeeper]
+  writer: MetricsWriter
+  ood_sets: dict
+  t0: float
+  train_seconds: float = 0.0
+
+  def close(self) -> None:
+    self.ckpt.close()
+    for keeper in self.keepers.values():
+      keeper.close()
 
 
-class MetricsWriter:
-  """Appends one JSON object per line to ``metrics.jsonl`` (process 0 only)."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.enabled = jax.process_index() == 0
-
-  def write(self, record: dict) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+# ------------------------------------------------------------------------------------------------------ set-up
+def build_loss(config, data=None) -> losses.Loss:
+  """The configured loss, with the hyper-parameters it takes from the realised training split (class counts)."""
+  context = None
+  if data is not None:
+    context = {"class_counts": tuple(int(c) for c in np.bincount(data.y_train, minlength=data.num_classes))}
+  return losses.get_loss(config.loss.name, data=context, **dict(config.loss.hparams))
 
 
-def build_loss(config) -> losses.Loss:
-  """The configured loss; AdaFocal (stateful: its gammas live in the train state) reads predictions via softmax."""
-  if config.loss.name == "adafocal":
-    return losses.Loss(name="adafocal", hparams={}, fn=losses.adafocal, link=losses.softmax_probs)
-  return losses.get_loss(config.loss.name, **dict(config.loss.hparams))
-
-
-def initial_loss_state(config):
-  """AdaFocal's initial per-bin gammas (Ghosh et al. 2022); an empty dict for the stateless losses."""
-  if config.loss.name != "adafocal":
-    return {}
-  return losses.adafocal_init(config.adafocal.num_bins, config.adafocal.gamma_init)
-
-
-def update_loss_state(config, loss_state, val_probs, val_labels):
-  """AdaFocal's per-epoch update of the gammas from the validation calibration gap of each bin."""
-  a = config.adafocal
-  return losses.adafocal_update(
-    loss_state,
-    val_probs,
-    val_labels,
-    lam=a.lam,
-    gamma_max=a.gamma_max,
-    gamma_min=a.gamma_min,
-    switch_threshold=a.switch_threshold,
-  )
-
-
-def l1_lambda(config) -> float:
-  """The uncertainty-set radius lambda: `loss.l1` if >= 0, else MRCpy's default 1e-5 for MGCE and 0 otherwise."""
-  if config.loss.l1 >= 0:
-    return float(config.loss.l1)
-  return 1e-5 if config.loss.name == "mgce" else 0.0
+def l1_lambda(config, loss: losses.Loss) -> float:
+  """The lambda of ``lambda * ||params||_1``: ``loss.l1`` if >= 0, else the loss's default (MGCE: 1e-5)."""
+  return float(config.loss.l1) if config.loss.l1 >= 0 else float(loss.default_l1)
 
 
 def build_model(config, num_classes: int, *, bn_axis_name=None):
@@ -115,208 +108,20 @@ def build_model(config, num_classes: int, *, bn_axis_name=None):
   return model
 
 
-class Runner:
-  """Places data and state on devices and runs the step for the configured mode (jit over a mesh, or pmap).
-
-  Batches are the data pipeline's dicts (inputs under ``input_key``: ``"x"`` or ``"image"``, plus ``label`` and
-  ``mask``): this process's rows of the global batch.
-  """
-
-  def __init__(self, config, model, loss, tx, l1, *, input_key: str = "x"):
-    self.mode = config.train.mode
-    self.input_key = input_key
-    self.devices = jax.devices()
-    if self.mode == "jit":
-      self.mesh = jax.make_mesh(
-        (len(self.devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=self.devices
-      )
-      self.replicated = NamedSharding(self.mesh, P())
-      self.batch_sharding = NamedSharding(self.mesh, P("data"))
-      step = make_train_step(model, loss, tx, l1=l1)
-      self._step = jax.jit(
-        step,
-        in_shardings=(self.replicated, self.batch_sharding, self.replicated),
-        out_shardings=(self.replicated, self.replicated),
-        donate_argnums=0,
-      )
-      self._predict = jax.jit(
-        make_predict(model), in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.batch_sharding
-      )
-    else:
-      if jax.process_count() > 1:
-        raise ValueError("config key 'train.mode': the pmap path runs on one host; use 'jit' for multi-host runs")
-      step = make_train_step(model, loss, tx, l1=l1, axis_name="data")
-      self._step = jax.pmap(step, axis_name="data", donate_argnums=0, in_axes=(0, 0, None))
-      self._predict = jax.pmap(make_predict(model), axis_name="data")
-
-  def restore_template(self, state) -> TrainState:
-    """The state with the shardings a checkpoint is restored to: replicated over the mesh under jit."""
-    return self.place_state(state) if self.mode == "jit" else state
-
-  def place_state(self, state):
-    if self.mode == "jit":
-      return jax.device_put(jax.device_get(state), self.replicated)
-    # one copy per local device along a new leading axis (what pmap maps over; jax.device_put_replicated is gone)
-    devices = jax.local_devices()
-    stacked = NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("data",)), P("data"))
-    state = jax.device_get(state)
-    return jax.tree_util.tree_map(
-      lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (len(devices), *np.shape(x))), stacked), state
-    )
-
-  def place_key(self, key):
-    return jax.device_put(key, self.replicated) if self.mode == "jit" else key
-
-  def host_state(self, state) -> TrainState:
-    """The state as NumPy arrays (identical on every process)."""
-    if self.mode == "pmap":
-      state = jax.tree_util.tree_map(lambda x: x[0], state)
-    return jax.device_get(state)
-
-  def _shard(self, batch):
-    if self.mode == "jit":
-      return to_device(batch, self.batch_sharding)
-    n = jax.local_device_count()
-    return {k: v.reshape(n, -1, *v.shape[1:]) for k, v in batch.items()}
-
-  def step(self, state, batch, key):
-    batch = {"x": batch[self.input_key], "label": batch["label"], "mask": batch["mask"]}
-    return self._step(state, self._shard(batch), key)
-
-  def predict(self, state, batch):
-    logits = self._predict(state, self._shard({"x": batch[self.input_key]})["x"])
-    if self.mode == "pmap":
-      logits = logits.reshape(-1, logits.shape[-1])
-    return logits
-
-  def unreplicate_metrics(self, m):
-    return jax.tree_util.tree_map(lambda x: x[0], m) if self.mode == "pmap" else m
-
-
-def predict_split(runner, state, data, split: str, batch_size: int):
-  """float32 logits and labels of every example of `split` (this process's rows; padding dropped)."""
-  x, y = data.split(split)
-  return predict_arrays(runner, state, x, y, data.normalizer, batch_size)
-
-
-def predict_arrays(runner, state, x, y, normalizer, batch_size: int):
-  """float32 logits and labels of every row of `x` (normalised with `normalizer`, no augmentation), in order.
-
-  Every process holds all of `x` and predicts its rows of each global batch; the logits are gathered from all
-  processes."""
-  logits, labels = [], []
-  for batch in eval_batches(
-    x,
-    y,
-    batch_size=batch_size,
-    normalizer=normalizer,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  ):
-    out = runner.predict(state, batch)
-    out = np.asarray(
-      jax.experimental.multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else out
-    )
-    if jax.process_count() > 1:
-      mask = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["mask"], tiled=True))
-      lab = np.asarray(jax.experimental.multihost_utils.process_allgather(batch["label"], tiled=True))
-    else:
-      mask, lab = batch["mask"], batch["label"]
-    logits.append(out[mask])
-    labels.append(lab[mask])
-  return np.concatenate(logits), np.concatenate(labels)
-
-
-def score(probs, labels, num_bins: int) -> dict:
-  stats = metrics.compute_eval_stats(metrics.eval_stats(probs, labels, num_bins=num_bins))
-  out = {k: float(stats[k]) for k in REPORTED}
-  out["adaptive_ece"] = float(metrics.adaptive_ece(probs, labels, num_bins=num_bins))
-  return out
-
-
-def calibrate_and_score(loss, val, test, cfg) -> dict:
-  """Test metrics through the loss's link: raw, after TS and after ATS, both fitted on validation."""
-  (val_logits, val_labels), (test_logits, test_labels) = val, test
-  ts = calibration.fit_temperature(val_logits, val_labels, link=loss.probs)
-  ats = calibration.fit_ats(
-    val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces, min_count=cfg.ats_min_count
-  )
-  out = {
-    "raw": score(loss.probs(test_logits), test_labels, cfg.num_bins),
-    "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins),
-    "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins),
-    "temperature": float(ts.temperature),
-    "ats_temperatures": np.asarray(ats.temperatures).tolist(),
-  }
-  out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins)
-  return out
-
-
-def _has_ood(config) -> bool:
-  return "ood" in config and bool(ood.parse_ood_datasets(config.ood.datasets))
-
-
 def check_devices(config) -> None:
   """The global batch sizes must split evenly over the devices (and the processes): checked before any data loads."""
   devices, processes = jax.device_count(), jax.process_count()
   for key in ("batch_size", "eval_batch_size"):
     size = config.train[key]
     if size % devices or size % processes:
-      raise ValueError(
+      raise ConfigError(
         f"config key 'train.{key}' ({size}) must be divisible by the number of devices ({devices}) "
         f"and of processes ({processes})"
       )
 
 
-def _improves(scores: dict, best: dict | None) -> bool:
-  """Higher validation accuracy, ties broken by lower validation NLL."""
-  if best is None:
-    return True
-  return (scores["accuracy"], -scores["nll"]) > (best["accuracy"], -best["nll"])
-
-
-def mgce_error_bound(loss, train, params, lam: float, *, test_error: float) -> dict:
-  r"""The MGCE training objective, which upper-bounds the classification error (Bondugula et al. 2026, Remark 1).
-
-  objective = (1/n) sum_i [-z_y_i - nu(z_i)] over the training split (its labels as trained on, without
-  augmentation) + lambda * ||params||_1, reported next to the observed test error of the same model.
-  """
-  logits, labels = train
-  mean_loss = float(jnp.mean(loss.per_example(logits, labels)))
-  l1 = float(losses.mgce_l1_penalty(params, lam)) if lam > 0 else 0.0
-  return {
-    "objective": mean_loss + l1,
-    "train_mean_loss": mean_loss,
-    "l1_term": l1,
-    "lambda": lam,
-    "test_error": test_error,
-  }
-
-
-def _ood_summary(results) -> dict:
-  """The OOD metrics of results.json without the per-dataset source records (for the ``end`` event)."""
-  if "ood" not in results:
-    return {}
-  return {
-    "ood": {
-      name: {k: v for k, v in entry.items() if k != "source"} for name, entry in results["ood"]["datasets"].items()
-    }
-  }
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
-
-  Raises ValueError/TypeError naming the config key for a bad config (before anything is trained),
-  `CheckpointError` when checkpoints exist but none is readable, and `TrainingDivergedError` when the loss or a
-  gradient becomes NaN/Inf.
-  """
-  validate(config)
-  distributed.initialize(config.distributed)
-  check_devices(config)
-  os.makedirs(workdir, exist_ok=True)
-  t0 = time.time()
-  data = load_dataset(
+def _load_data(config):
+  return load_dataset(
     config.dataset.name,
     seed=config.seed,
     val_fraction=config.dataset.val_fraction,
@@ -324,213 +129,322 @@ def train_and_evaluate(config, workdir: str) -> dict:
     regimes=config.dataset.regimes or (),
     as_images=config.dataset.as_images,
   )
-  # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
-  ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if _has_ood(config) else {}
-  loss = build_loss(config)
-  model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
-  cfg_t = config.train
-  steps_per_epoch = data.steps_per_epoch(cfg_t.batch_size)
-  if steps_per_epoch < 1:
-    raise ValueError(
-      f"config key 'train.batch_size' ({cfg_t.batch_size}) is larger than the training split "
-      f"({len(data.y_train)} examples)"
-    )
-  total_steps = steps_per_epoch * cfg_t.epochs
-  tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
-  key = jax.random.PRNGKey(config.seed)
-  init_key, step_key = jax.random.split(key)
-  runner = Runner(config, model, loss, tx, l1_lambda(config), input_key=data.input_key)
+
+
+def _initial_state(config, model, tx, loss, data, executor, key) -> TrainState:
   sample = jnp.zeros((1, *data.input_shape), jnp.float32)
   try:
-    state = runner.restore_template(create_state(model, tx, init_key, sample, initial_loss_state(config)))
+    return executor.restore_template(create_state(model, tx, key, sample, loss.init_state()))
   except (TypeError, ValueError) as e:
-    raise ValueError(
+    raise ConfigError(
       f"config key 'model.kwargs': cannot build {config.model.name!r} with "
       f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
     ) from e
 
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=cfg_t.keep_checkpoints)
-  best_ckpt = Checkpointer(os.path.join(workdir, "best"), max_to_keep=1)
-  best_path = os.path.join(workdir, "best.json")
-  best = None
-  if os.path.exists(best_path):  # a resumed run keeps the best-so-far of the interrupted one
-    with open(best_path) as f:
-      best = json.load(f)
-  try:  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
-    restored, start_step = ckpt.restore_latest(state)
-    if restored is not None:
-      state = restored
-    if start_step > total_steps:
-      raise ValueError(
-        f"the checkpoint in {ckpt.directory} is at step {start_step}, beyond this config's "
-        f"{total_steps} steps: use a new work directory"
+
+def setup(config, workdir: str) -> Run:
+  """Phase 1: data, loss, model, optimizer, executor, checkpoints; the state restored from the newest checkpoint."""
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.time()
+  data = _load_data(config)
+  # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
+  ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if ood.has_ood(config) else {}
+  loss = build_loss(config, data)
+  model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
+  steps_per_epoch = data.steps_per_epoch(config.train.batch_size)
+  if steps_per_epoch < 1:
+    raise ConfigError(
+      f"config key 'train.batch_size' ({config.train.batch_size}) is larger than the training split "
+      f"({len(data.y_train)} examples)"
+    )
+  total_steps = steps_per_epoch * config.train.epochs
+  tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
+  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  l1 = l1_lambda(config, loss)
+  cache_key = (repr(sorted(loss.hparams.items())), loss.name, repr(config.optimizer.to_dict()), total_steps, steps_per_epoch)
+  executor = make_executor(config.train.mode, model, loss, tx, l1=l1, cache_key=cache_key)
+  state = _initial_state(config, model, tx, loss, data, executor, init_key)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
+  run = Run(
+    config, workdir, data, loss, model, executor, l1, steps_per_epoch, total_steps, 0, state, step_key, ckpt,
+    selection_keepers(workdir, data), MetricsWriter(workdir), ood_sets, t0,
+  )
+  restored, run.start_step = ckpt.restore_latest(state)
+  if restored is not None:
+    run.state = restored
+  if run.start_step > total_steps:
+    run.close()
+    raise RunIdentityError(
+      f"the checkpoint in {ckpt.directory} is at step {run.start_step}, beyond this config's "
+      f"{total_steps} steps: use a new work directory"
+    )
+  run.state, run.step_key = executor.place_state(run.state), executor.place_key(step_key)
+  return run
+
+
+# --------------------------------------------------------------------------------------------------- step loop
+def chunk_length(step: int, run: Run) -> int:
+  """Steps in the chunk starting at `step`: up to the next log, checkpoint or epoch boundary (absolute step
+  multiples, so a resumed run cuts the same chunks), at most ``train.steps_per_dispatch`` (0: as many as fit in
+  :data:`CHUNK_BYTES` of batches). Every chunk runs the same compiled step body, so how steps are grouped does not
+  change the numbers (tested: log frequency and steps per dispatch give bit-identical parameters)."""
+  cfg = run.config.train
+  limit = cfg.steps_per_dispatch
+  if limit == 0:
+    row_bytes = int(np.prod(run.data.input_shape)) * 4 + 8
+    limit = max(1, CHUNK_BYTES // (row_bytes * cfg.batch_size))
+  ends = [run.total_steps]
+  for every in (cfg.log_every_steps, cfg.checkpoint_every_steps, run.steps_per_epoch):
+    ends.append((step // every + 1) * every)
+  return max(1, min(limit, min(ends) - step))
+
+
+def _stack(batches: list[dict], key: str) -> dict:
+  """Per-step pipeline batches -> one ``{"x", "label", "mask"}`` chunk with a leading step axis."""
+  return {name: np.stack([b[src] for b in batches]) for name, src in (("x", key), ("label", "label"), ("mask", "mask"))}
+
+
+def _check_finite(run: Run, pending: list, last_good: int | None) -> dict:
+  """Raises `TrainingDivergedError` naming the first non-finite step of the `pending` chunks; returns the last
+  step's metrics."""
+  last = None
+  for start, metrics in pending:
+    metrics = jax.device_get(metrics)
+    bad = np.flatnonzero(np.asarray(metrics["nonfinite"]))
+    if bad.size:
+      i = int(bad[0])
+      where = "none (the run started from scratch)" if last_good is None else f"step {last_good}"
+      raise TrainingDivergedError(
+        f"training diverged: non-finite loss or gradient at step {start + i} (loss={float(metrics['loss'][i])}, "
+        f"grad_norm={float(metrics['grad_norm'][i])}); that update was not applied. Last good checkpoint: {where} "
+        f"in {run.ckpt.directory}.",
+        step=start + i,
+        last_checkpoint=last_good,
       )
-    writer = MetricsWriter(workdir)
-    writer.write(
+    last = {k: float(v[-1]) for k, v in metrics.items() if k != "nonfinite"}
+  return last
+
+
+def _end_of_epoch(run: Run, state: TrainState, done: int) -> TrainState:
+  """A stateful loss's update from this epoch (before this step's checkpoint, so a resumed run never applies or
+  skips an update twice)."""
+  epoch = done // run.steps_per_epoch
+  val_probs = val_labels = None
+  if run.loss.needs_validation:
+    logits, val_labels = predict_split(run.executor, state, run.data, "val", run.config.train.eval_batch_size)
+    val_probs = run.loss.probs(logits)
+  host = run.executor.host_state(state)
+  new = run.loss.update_state(host.loss_state, epoch=epoch, val_probs=val_probs, val_labels=val_labels)
+  run.writer.write({"event": run.loss.name, "step": done, **_state_summary(new)})  # e.g. AdaFocal's gammas
+  return run.executor.place_state(host.replace(loss_state=new))
+
+
+def _state_summary(state) -> dict:
+  """The small arrays (<= 64 entries) of a loss state by field name, for a ``metrics.jsonl`` event."""
+  items = state._asdict().items() if hasattr(state, "_asdict") else dict(state).items()
+  return {k: np.asarray(v).tolist() for k, v in items if np.size(v) <= 64}
+
+
+def evaluate_epoch(run: Run, state: TrainState, done: int) -> None:
+  """Validation and test metrics of the current state (``eval`` events), offered to the best-state keepers."""
+  bs, bins, epoch = run.config.train.eval_batch_size, run.config.calibration.num_bins, done // run.steps_per_epoch
+  val_logits, _ = predict_split(run.executor, state, run.data, "val", bs)
+  test_logits, test_labels = predict_split(run.executor, state, run.data, "test", bs)
+  val_probs = run.loss.probs(val_logits)
+  splits = {"val": score(val_probs, run.data.y_val, bins), "test": score(run.loss.probs(test_logits), test_labels, bins)}
+  for split, scores in splits.items():
+    run.writer.write({"event": "eval", "step": done, "epoch": epoch, "split": split, **scores})
+  if "clean_val" in run.keepers:  # an oracle: the validation labels before the noise
+    splits["val_clean"] = score(val_probs, run.data.y_val_clean, bins)
+    run.writer.write({"event": "eval_clean", "step": done, "epoch": epoch, "split": "val", **splits["val_clean"]})
+  for name, keeper in run.keepers.items():
+    scores = splits["val_clean" if name == "clean_val" else "val"]
+    keeper.offer(scores, done, epoch, lambda: run.executor.host_state(state))
+
+
+def train_steps(run: Run) -> TrainState:
+  """Phase 2: the step loop from ``run.start_step`` to the end, with logging, checkpoints, the loss's per-epoch
+  update, periodic evaluation and best-state selection."""
+  cfg, spe, state = run.config.train, run.steps_per_epoch, run.state
+  key = input_key(run.data.x_train)
+  batches = run.data.train_batches(
+    cfg.batch_size,
+    seed=run.config.seed,
+    num_epochs=cfg.epochs,
+    start_step=run.start_step,
+    augment=run.config.dataset.augment,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    num_workers=cfg.data_workers,
+  )
+  desc = f"{run.loss.name}/{run.config.model.name}"
+  bar = tqdm(total=run.total_steps, initial=run.start_step, desc=desc, dynamic_ncols=True,
+             disable=not cfg.progress or jax.process_index() != 0)
+  last_good = run.ckpt.all_steps()[-1] if run.ckpt.all_steps() else None
+  pending, step = [], run.start_step
+  while step < run.total_steps:
+    t = time.time()
+    n = chunk_length(step, run)
+    state, metrics = run.executor.run(state, _stack([next(batches) for _ in range(n)], key), run.step_key)
+    pending.append((step, metrics))
+    step += n
+    epoch_end, due_ckpt = step % spe == 0, step % cfg.checkpoint_every_steps == 0 or step == run.total_steps
+    if step % cfg.log_every_steps == 0 or due_ckpt:
+      last = _check_finite(run, pending, last_good)  # before every save: a checkpoint never holds a diverged state
+      run.writer.write({"event": "train", "step": step, "epoch": step / spe, **last})
+      bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
+      pending = []
+    bar.update(n)
+    if epoch_end and run.loss.stateful:
+      state = _end_of_epoch(run, state, step)
+    if epoch_end and ((step // spe) % cfg.eval_every_epochs == 0 or step == run.total_steps):
+      t_eval = time.time()
+      evaluate_epoch(run, state, step)
+      t += time.time() - t_eval  # train_seconds counts training, not evaluation
+    if due_ckpt:  # the best states first: a run resumed from this checkpoint must know them
+      for keeper in run.keepers.values():
+        keeper.flush()
+      run.ckpt.save(step, run.executor.host_state(state), force=step == run.total_steps)
+      last_good = step
+    run.train_seconds += time.time() - t
+  bar.close()
+  run.ckpt.wait()
+  return state
+
+
+# -------------------------------------------------------------------------------------------------- final phase
+def _choice_states(run: Run, last: TrainState) -> dict[str, tuple[TrainState, dict]]:
+  """``{choice: (placed state, record)}`` for the best-on-validation state, the last one and (with corrupted
+  validation labels) the best on the clean validation labels."""
+  out = {}
+  for name, keeper in run.keepers.items():
+    state = last
+    if keeper.best is not None and keeper.best["step"] != run.total_steps:
+      state = run.executor.place_state(keeper.restore(last))
+    out[name] = (state, dict(keeper.best or {}))
+  out["last"] = (last, {"step": run.total_steps, "epoch": run.config.train.epochs})
+  return out
+
+
+def finalize(run: Run, last: TrainState) -> tuple[dict, dict]:
+  """Phase 3: test metrics of every checkpoint choice (raw and calibrated), the loss's report, OOD detection.
+
+  Returns ``(results, arrays)`` with the predictions of the reported (best-on-validation) state in ``arrays``."""
+  cfg, bs = run.config, run.config.train.eval_batch_size
+  results = {
+    "config": cfg.to_dict(),
+    "seed": cfg.seed,
+    "data": run.data.info,
+    "steps": run.total_steps,
+    "resumed_from_step": run.start_step,
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "checkpoints": {},
+  }
+  arrays = {}
+  for name, (state, record) in _choice_states(run, last).items():
+    val = predict_split(run.executor, state, run.data, "val", bs)
+    test = predict_split(run.executor, state, run.data, "test", bs)
+    results["checkpoints"][name] = {**record, "test": calibrate_and_score(run.loss, val, test, cfg.calibration)}
+    if name == "val":
+      arrays = {"state": state, "val": val, "test": test}
+  chosen = results["checkpoints"]["val"]
+  results["selected"] = {"by": "validation accuracy (ties: lower validation NLL)", **{k: v for k, v in chosen.items() if k != "test"}}
+  results["test"] = chosen["test"]
+  if run.loss.report is not None:
+    train = predict_split(run.executor, arrays["state"], run.data, "train", bs)
+    params = run.executor.host_state(arrays["state"]).params
+    results["loss_report"] = run.loss.report(run.loss, *train, params, run.l1)
+  if run.ood_sets:
+    results["ood"], arrays["ood"] = _evaluate_ood(run, arrays["state"], arrays["test"][0])
+  results["train_seconds"] = run.train_seconds
+  results["seconds"] = time.time() - run.t0
+  return results, arrays
+
+
+def _evaluate_ood(run: Run, state, test_logits) -> tuple[dict, dict]:
+  bs = run.config.train.eval_batch_size
+  ood_logits = {
+    name: predict_arrays(run.executor, state, x, np.zeros(len(x), np.int64), run.data.normalizer, bs)[0]
+    for name, (x, _) in run.ood_sets.items()
+  }
+  info = {name: info for name, (_, info) in run.ood_sets.items()}
+  report, ood_arrays = ood.evaluate_ood(run.loss, test_logits, ood_logits, info)
+  report["scores_file"] = "ood_scores.npz"
+  selected = (run.keepers["val"].best or {}).get("step")
+  for name, entry in report["datasets"].items():
+    fields = {k: v for k, v in entry.items() if k != "source"}
+    run.writer.write({"event": "ood", "step": run.total_steps, "selected_step": selected, "dataset": name, **fields})
+  return report, ood_arrays
+
+
+# ------------------------------------------------------------------------------------------------------ program
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False) -> dict:
+  """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
+
+  Raises ValueError/TypeError naming the config key for a bad config (before anything is trained),
+  `RunIdentityError` when `workdir` holds a run of another config or data (``overwrite=True`` moves it aside),
+  `RunLockedError` when another process writes `workdir`, `CheckpointError` when checkpoints exist but none is
+  readable, and `TrainingDivergedError` when the loss or a gradient becomes NaN/Inf.
+  """
+  validate(config)
+  distributed.initialize(config.distributed)
+  check_devices(config)
+  ident = identity.check_workdir(config, workdir, overwrite=overwrite)
+  os.makedirs(workdir, exist_ok=True)
+  lock = identity.WorkdirLock(workdir).acquire()
+  try:
+    results = _run(config, workdir, ident)
+  finally:
+    lock.release()
+  return results
+
+
+def _run(config, workdir: str, ident: dict) -> dict:
+  run = setup(config, workdir)
+  try:
+    identity.write_identity(workdir, ident)  # once set-up succeeded: a run that failed to start binds nothing  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
+    run.writer.write(
       {
         "event": "start",
-        "step": start_step,
-        "total_steps": total_steps,
+        "step": run.start_step,
+        "total_steps": run.total_steps,
         "devices": jax.device_count(),
         "processes": jax.process_count(),
         "config": config.to_dict(),
       }
     )
-    state = runner.place_state(state)
-    step_key = runner.place_key(step_key)
-
-    batches = data.train_batches(
-      cfg_t.batch_size,
-      seed=config.seed,
-      num_epochs=cfg_t.epochs,
-      start_step=start_step,
-      augment=config.dataset.augment,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      num_workers=cfg_t.data_workers,
+    last = train_steps(run)
+    results, arrays = finalize(run, last)
+    write_run_outputs(
+      workdir,
+      results,
+      loss=run.loss,
+      val=arrays["val"],
+      test=arrays["test"],
+      title=f"{run.data.name} test, {run.loss.name}",
+      num_bins=config.calibration.num_bins,
+      ood_arrays=arrays.get("ood"),
     )
-    bar = tqdm(
-      total=total_steps,
-      initial=start_step,
-      disable=not cfg_t.progress or jax.process_index() != 0,
-      desc=f"{config.loss.name}/{config.model.name}",
-      dynamic_ncols=True,
-    )
-    last_good = ckpt.all_steps()[-1] if ckpt.all_steps() else None
-    pending = []
-    train_time = 0.0
-    for step in range(start_step, total_steps):
-      ts = time.time()
-      state, m = runner.step(state, next(batches), step_key)
-      pending.append((step, m))
-      done = step + 1
-      if done % cfg_t.log_every_steps == 0 or done == total_steps or done % cfg_t.checkpoint_every_steps == 0:
-        # checked before every save, so a checkpoint never holds a state past a non-finite step
-        for s, mm in pending:
-          mm = jax.device_get(runner.unreplicate_metrics(mm))
-          if bool(mm["nonfinite"]):
-            where = "none (the run started from scratch)" if last_good is None else f"step {last_good}"
-            raise TrainingDivergedError(
-              f"training diverged: non-finite loss or gradient at step {s} (loss={float(mm['loss'])}, "
-              f"grad_norm={float(mm['grad_norm'])}); that update was not applied. Last good checkpoint: {where} "
-              f"in {ckpt.directory}.",
-              step=s,
-              last_checkpoint=last_good,
-            )
-        last = {k: float(v) for k, v in mm.items() if k != "nonfinite"}
-        writer.write({"event": "train", "step": done, "epoch": done / steps_per_epoch, **last})
-        bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
-        pending = []
-      bar.update(1)
-      train_time += time.time() - ts
-      if config.loss.name == "adafocal" and done % steps_per_epoch == 0:
-        # before the checkpoint of this step, so a resumed run never applies (or skips) an epoch's update twice
-        val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-        host = runner.host_state(state)
-        new_loss_state = update_loss_state(config, host.loss_state, loss.probs(val[0]), val[1])
-        state = runner.place_state(host.replace(loss_state=new_loss_state))
-        writer.write({"event": "adafocal", "step": done, "gammas": np.asarray(new_loss_state.gammas).tolist()})
-      if done % cfg_t.checkpoint_every_steps == 0 or done == total_steps:
-        ckpt.save(done, runner.host_state(state), force=done == total_steps)
-        last_good = done
-      if done % steps_per_epoch == 0 and (
-        (done // steps_per_epoch) % cfg_t.eval_every_epochs == 0 or done == total_steps
-      ):
-        val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-        val_scores = score(loss.probs(val[0]), val[1], config.calibration.num_bins)
-        writer.write({"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "val", **val_scores})
-        test_now = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
-        test_now_scores = score(loss.probs(test_now[0]), test_now[1], config.calibration.num_bins)
-        writer.write(
-          {"event": "eval", "step": done, "epoch": done // steps_per_epoch, "split": "test", **test_now_scores}
-        )
-        if _improves(val_scores, best):
-          best = {
-            "step": done,
-            "epoch": done // steps_per_epoch,
-            "accuracy": val_scores["accuracy"],
-            "nll": val_scores["nll"],
-          }
-          best_ckpt.save(done, runner.host_state(state), force=True)
-          best_ckpt.wait()
-          if jax.process_index() == 0:
-            with open(best_path, "w") as f:
-              json.dump(best, f)
-    bar.close()
-    ckpt.wait()
-
-    # best-on-validation selection: evaluate, calibrate and report the state with the best validation accuracy
-    if best is not None and best["step"] != total_steps:
-      restored_best, _ = best_ckpt.restore_latest(state)
-      state = runner.place_state(restored_best)
-    val = predict_split(runner, state, data, "val", cfg_t.eval_batch_size)
-    test = predict_split(runner, state, data, "test", cfg_t.eval_batch_size)
-    test_scores = calibrate_and_score(loss, val, test, config.calibration)
-    results = {
-      "config": config.to_dict(),
-      "seed": config.seed,
-      "data": data.info,
-      "steps": total_steps,
-      "resumed_from_step": start_step,
-      "devices": jax.device_count(),
-      "processes": jax.process_count(),
-      "train_seconds": train_time,
-      "seconds": time.time() - t0,
-      "selected": {"by": "validation accuracy (ties: lower validation NLL)", **(best or {})},
-      "test": test_scores,
-    }
-    if config.loss.name == "mgce":
-      results["mgce_bound"] = mgce_error_bound(
-        loss,
-        predict_split(runner, state, data, "train", cfg_t.eval_batch_size),
-        runner.host_state(state).params,
-        l1_lambda(config),
-        test_error=1.0 - test_scores["raw"]["accuracy"],
-      )
-    ood_arrays = None
-    if ood_sets:
-      ood_logits = {
-        name: predict_arrays(runner, state, x, np.zeros(len(x), np.int64), data.normalizer, cfg_t.eval_batch_size)[0]
-        for name, (x, _) in ood_sets.items()
-      }
-      results["ood"], ood_arrays = ood.evaluate_ood(
-        loss, test[0], ood_logits, {name: info for name, (_, info) in ood_sets.items()}
-      )
-      results["ood"]["scores_file"] = "ood_scores.npz"
-      for name, entry in results["ood"]["datasets"].items():
-        writer.write(
-          {
-            "event": "ood",
-            "step": total_steps,
-            "selected_step": (best or {}).get("step"),
-            "dataset": name,
-            **{k: v for k, v in entry.items() if k != "source"},
-          }
-        )
-    if jax.process_index() == 0:
-      if ood_arrays is not None:
-        np.savez_compressed(os.path.join(workdir, "ood_scores.npz"), **ood_arrays)
-      with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(_jsonable(results), f, indent=2, allow_nan=False)
-      test_probs = np.asarray(loss.probs(test[0]))
-      np.savez_compressed(
-        os.path.join(workdir, "predictions.npz"),
-        test_logits=test[0],
-        test_probs=test_probs,
-        test_labels=test[1],
-        val_logits=val[0],
-        val_labels=val[1],
-      )
-      from gence_jax import plots
-
-      plots.reliability_diagram(
-        {config.loss.name: (test_probs, test[1])},
-        num_bins=config.calibration.num_bins,
-        path=os.path.join(workdir, "reliability.png"),
-        title=f"{data.name} test, {config.loss.name}",
-      )
-    writer.write({"event": "end", "step": total_steps, "test": results["test"], **_ood_summary(results)})
+    end = {"event": "end", "step": run.total_steps, "test": results["test"]}
+    if "ood" in results:
+      end["ood"] = {n: {k: v for k, v in e.items() if k != "source"} for n, e in results["ood"]["datasets"].items()}
+    run.writer.write(end)
+  except OSError as e:  # read-only work directory, disk full, ...: say where the run can resume from
+    steps = _finished_steps(run.ckpt)
+    last = f"step {steps[-1]} in {run.ckpt.directory}" if steps else "none (rerunning starts from scratch)"
+    raise WorkdirError(
+      f"cannot write to work directory {workdir!r} ({type(e).__name__}: {e}); last good checkpoint: {last}. "
+      "Fix the cause and rerun the same command to resume from it."
+    ) from e
   finally:
-    ckpt.close()
-    best_ckpt.close()
+    run.close()
   return results
+
+
+def _finished_steps(ckpt: Checkpointer) -> list[int]:
+  try:
+    ckpt.wait()
+  except Exception:  # noqa: BLE001 - the save that failed; the finished ones are listed below
+    pass
+  return ckpt.all_steps()

@@ -24,107 +24,29 @@ run of a grid is scored on the same OOD examples.
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import numpy as np
 
 from gence_jax import metrics
-
-SUBSET_SEED = 0
-
-
-def parse_ood_datasets(spec) -> list[str]:
-  """``"tfds:svhn_cropped, my.npz"`` -> ``["tfds:svhn_cropped", "my.npz"]``; ``""`` -> ``[]``. Duplicates raise."""
-  if spec is None:
-    return []
-  if not isinstance(spec, str):
-    raise ValueError(f"expected a comma-separated string of dataset names, got {spec!r}")
-  names = [s.strip() for s in spec.split(",") if s.strip()]
-  dup = sorted({n for n in names if names.count(n) > 1})
-  if dup:
-    raise ValueError(f"dataset(s) {dup} listed twice")
-  return names
+from gence_jax.data.ood import load_ood_sets, parse_ood_datasets
 
 
-def load_ood_inputs(name: str, *, data_dir: str | None = None, as_images: bool = False) -> tuple[np.ndarray, dict]:
-  """The inputs of the test split of OOD dataset `name` (any name `gence_jax.data.load_dataset` accepts) and a record
-  of where they came from. TensorFlow is imported only for TFDS names (and then only the TFDS test split is read in
-  full: the train split is asked for as ``train[:1]``)."""
-  from gence_jax.data import sources
-
-  low = name.lower()
-  if low == "digits":
-    return sources.load_digits(as_images=as_images).x_test, {"kind": "sklearn_digits", "split": "test"}
-  if low in sources.TFDS_DATASETS or low.startswith("tfds:"):
-    tfds_name = name[5:] if low.startswith("tfds:") else low
-    raw = sources.load_tfds(tfds_name, data_dir=data_dir, train_split="train[:1]")
-    return raw.x_test, {"kind": "tfds", "tfds_name": tfds_name, "split": "test", "version": raw.source.get("version")}
-  for prefix in ("tiny_imagenet:", "tiny-imagenet:"):
-    if low.startswith(prefix):
-      folder = name[len(prefix) :]
-      return sources.load_tiny_imagenet(folder).x_test, {"kind": "tiny_imagenet", "folder": folder, "split": "val"}
-  if low in ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200") or os.path.isdir(name):
-    folder = name if os.path.isdir(name) else data_dir
-    if not folder:
-      raise ValueError(f"OOD dataset {name!r} needs ood.data_dir (or dataset.data_dir): the Tiny-ImageNet folder")
-    sub = os.path.join(folder, "tiny-imagenet-200")
-    folder = sub if os.path.isdir(sub) else folder
-    return sources.load_tiny_imagenet(folder).x_test, {"kind": "tiny_imagenet", "folder": folder, "split": "val"}
-  if low.endswith(".npz"):
-    if not os.path.isfile(name):
-      raise FileNotFoundError(f"OOD dataset file not found: {name!r}")
-    with np.load(name, allow_pickle=False) as f:
-      for key in ("x_test", "x"):
-        if key in f.files:
-          return f[key], {"kind": "npz", "path": name, "array": key}
-      raise ValueError(f"OOD dataset {name!r}: expected an array x_test (or x); found {sorted(f.files)}")
-  raise ValueError(f"unknown OOD dataset {name!r}")
-
-
-def subset(x: np.ndarray, max_examples: int) -> tuple[np.ndarray, np.ndarray | None]:
-  """At most `max_examples` rows of `x` (a sorted random subset, seed :data:`SUBSET_SEED`), and their indices
-  (None when every row is kept)."""
-  if max_examples <= 0 or len(x) <= max_examples:
-    return x, None
-  idx = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(x), size=max_examples, replace=False))
-  return x[idx], idx
+def has_ood(config) -> bool:
+  """Whether the config names OOD datasets (configs built by hand may have no ``ood`` block)."""
+  return "ood" in config and bool(parse_ood_datasets(config.ood.datasets))
 
 
 def prepare_ood_sets(config, input_shape, in_dtype, in_name: str) -> dict[str, tuple[np.ndarray, dict]]:
-  """Loads every dataset of ``config.ood.datasets`` and checks its input shape against the in-distribution one.
-
-  Returns ``{name: (x, info)}`` in the listed order. Raises ValueError naming both shapes on a mismatch; warns when
-  the dtypes differ (uint8 images next to float inputs usually means different value ranges).
-  """
-  out = {}
-  data_dir = config.ood.data_dir or config.dataset.data_dir or None
-  for name in parse_ood_datasets(config.ood.datasets):
-    x, info = load_ood_inputs(name, data_dir=data_dir, as_images=config.dataset.as_images)
-    x = np.asarray(x)
-    shape = tuple(int(s) for s in x.shape[1:])
-    if shape != tuple(input_shape):
-      raise ValueError(
-        f"config key 'ood.datasets': OOD dataset {name!r} has inputs of shape {shape}, but the in-distribution "
-        f"dataset {in_name!r} has {tuple(input_shape)}; they must match (OOD inputs get the in-distribution "
-        "preprocessing)"
-      )
-    if len(x) == 0:
-      raise ValueError(f"config key 'ood.datasets': OOD dataset {name!r} has no test examples")
-    if np.dtype(x.dtype) != np.dtype(in_dtype):
-      warnings.warn(
-        f"OOD dataset {name!r} has dtype {x.dtype}, the in-distribution inputs {in_dtype}: both are normalised with "
-        "the in-distribution training statistics, so their value ranges should agree",
-        stacklevel=2,
-      )
-    total = len(x)
-    x, idx = subset(x, config.ood.max_examples)
-    info = {**info, "num_available": int(total), "num_examples": int(len(x)), "input_shape": list(shape)}
-    info["dtype"] = str(x.dtype)
-    if idx is not None:
-      info["subset_seed"] = SUBSET_SEED
-    out[name] = (x, info)
-  return out
+  """Every dataset of ``config.ood.datasets``, loaded and checked against the in-distribution input shape by
+  `gence_jax.data.load_ood_sets` (``{name: (x, info)}`` in the listed order)."""
+  return load_ood_sets(
+    config.ood.datasets,
+    input_shape=input_shape,
+    in_dtype=in_dtype,
+    in_name=in_name,
+    data_dir=config.ood.data_dir or config.dataset.data_dir or None,
+    as_images=config.dataset.as_images,
+    max_examples=config.ood.max_examples,
+  )
 
 
 def ood_scores(loss, logits) -> dict[str, np.ndarray]:

@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gence_jax.losses import Loss, adafocal, mgce_l1_penalty
+from gence_jax.losses import Loss, mgce_l1_penalty
 
 
 @flax.struct.dataclass
 class TrainState:
-  """step, params, BatchNorm statistics, optimizer state, and the state of a stateful loss (AdaFocal's per-bin
-  gammas; an empty dict otherwise). All of it is checkpointed."""
+  """step, params, BatchNorm statistics, optimizer state, and the state of a stateful loss (``loss.init_state()``,
+  e.g. AdaFocal's per-bin gammas; an empty dict otherwise). All of it is checkpointed."""
 
   step: jax.Array
   params: Any
@@ -38,12 +38,10 @@ class TrainState:
 
 
 def per_example_loss(loss: Loss, logits, labels, mask, loss_state, axis_name):
-  """The loss of each example; AdaFocal reads its current per-bin gammas and bin edges from `loss_state`."""
-  if loss.name == "adafocal":
-    return adafocal(
-      logits, labels, gammas=loss_state.gammas, bin_edges=loss_state.bin_edges, where=mask, axis_name=axis_name
-    )
-  return loss.per_example(logits, labels, where=mask, axis_name=axis_name)
+  """The loss of each example; a stateful loss reads its state from `loss_state`."""
+  return loss.per_example(
+    logits, labels, where=mask, axis_name=axis_name, state=loss_state if loss.stateful else None
+  )
 
 
 def _init_variables(model, key, sample_input):
@@ -126,6 +124,16 @@ def make_train_step(
     return new_state, metrics
 
   return train_step
+
+
+def make_multi_step(train_step: Callable) -> Callable:
+  """``multi_step(state, batches, key) -> (state, metrics)``: `train_step` over the leading axis of `batches`
+  (``lax.scan``), so one dispatch runs several steps; every metric gets a leading step axis."""
+
+  def multi_step(state: TrainState, batches, key):
+    return jax.lax.scan(lambda s, batch: train_step(s, batch, key), state, batches)
+
+  return multi_step
 
 
 def make_predict(model) -> Callable:

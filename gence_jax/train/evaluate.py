@@ -1,0 +1,100 @@
+"""Evaluation of a train state: logits of a split, metrics through the loss's link, post-hoc calibration, and the
+choice of the reported checkpoint.
+
+Every metric reads probabilities through ``loss.probs`` (softmax for most losses, the MGCE link for MGCE).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.experimental.multihost_utils as mhu
+import numpy as np
+
+from gence_jax import calibration, metrics
+from gence_jax.data import eval_batches
+from gence_jax.data.pipeline import input_key
+
+REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
+#: Estimators reported next to the binned ones (`gence_jax.metrics`): Kumar et al.'s debiased L2 calibration error,
+#: RMSCE on equal-mass bins, the smooth ECE of Blasiok & Nakkiran.
+ESTIMATORS = ("adaptive_ece", "l2_ce", "l2_ce_debiased", "rmsce", "smooth_ece")
+
+#: The checkpoint choices a run records (``results.json["checkpoints"]``; ``compare --selection`` picks one).
+SELECTIONS = {
+  "val": "best validation accuracy (ties: lower validation NLL), on the validation labels as trained with",
+  "last": "the last checkpoint",
+  "clean_val": "best clean-validation accuracy (ties: NLL): an oracle that reads the labels before the noise",
+}
+
+
+def _gather(x):
+  return np.asarray(mhu.process_allgather(x, tiled=True) if jax.process_count() > 1 else x)
+
+
+def predict_arrays(executor, state, x, y, normalizer, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """float32 logits and labels of every row of `x` (normalised with `normalizer`, no augmentation), in order.
+
+  Every process holds all of `x` and predicts its rows of each global batch; the logits are gathered from all
+  processes."""
+  logits, labels = [], []
+  pi, pc = jax.process_index(), jax.process_count()
+  key = input_key(x)
+  for batch in eval_batches(x, y, batch_size=batch_size, normalizer=normalizer, process_index=pi, process_count=pc):
+    out = _gather(executor.predict(state, batch[key]))
+    mask, lab = _gather(batch["mask"]), _gather(batch["label"])
+    logits.append(out[mask])
+    labels.append(lab[mask])
+  return np.concatenate(logits), np.concatenate(labels)
+
+
+def predict_split(executor, state, data, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """float32 logits and labels of every example of `split` (``"train"``, ``"val"`` or ``"test"``)."""
+  x, y = data.split(split)
+  return predict_arrays(executor, state, x, y, data.normalizer, batch_size)
+
+
+def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0) -> dict:
+  """The reported metrics (:data:`REPORTED` and :data:`ESTIMATORS`) of probabilities `probs` [N, K]; with
+  ``bootstrap > 0`` also ``out["bootstrap"][metric] = {"low", "high", "std"}``: 95% percentile intervals over that
+  many Poisson-bootstrap resamples of the examples (seeded: the same resamples for every model of a seed)."""
+  stats = metrics.compute_eval_stats(metrics.eval_stats(probs, labels, num_bins=num_bins))
+  out = {k: float(stats[k]) for k in REPORTED}
+  out["adaptive_ece"] = float(metrics.adaptive_ece(probs, labels, num_bins=num_bins))
+  out["l2_ce"] = float(metrics.l2_calibration_error(probs, labels, num_bins=num_bins))
+  out["l2_ce_debiased"] = float(metrics.l2_calibration_error(probs, labels, num_bins=num_bins, debias=True))
+  out["rmsce"] = float(metrics.rmsce(probs, labels, num_bins=num_bins))
+  out["smooth_ece"] = float(metrics.smooth_ece(probs, labels))
+  if bootstrap > 0:
+    intervals = metrics.bootstrap_intervals(probs, labels, num_bins=num_bins, num_resamples=bootstrap, seed=seed)
+    out["bootstrap"] = {
+      "resamples": bootstrap,
+      "seed": seed,
+      "level": 0.95,
+      **{m: {k: float(v[k]) for k in ("low", "high", "std")} for m, v in intervals.items()},
+    }
+  return out
+
+
+def calibrate_and_score(loss, val, test, cfg) -> dict:
+  """Test metrics through the loss's link: raw, after TS and after ATS, both fitted on validation."""
+  (val_logits, val_labels), (test_logits, test_labels) = val, test
+  ts = calibration.fit_temperature(val_logits, val_labels, link=loss.probs)
+  ats = calibration.fit_ats(
+    val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces, min_count=cfg.ats_min_count
+  )
+  boot = dict(bootstrap=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
+  return {
+    "raw": score(loss.probs(test_logits), test_labels, cfg.num_bins, **boot),
+    "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins, **boot),
+    "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins, **boot),
+    "temperature": float(ts.temperature),
+    "ats_temperatures": np.asarray(ats.temperatures).tolist(),
+    "val_raw": score(loss.probs(val_logits), val_labels, cfg.num_bins),
+  }
+
+
+def improves(scores: dict, best: dict | None) -> bool:
+  """Higher validation accuracy, ties broken by lower validation NLL."""
+  if best is None:
+    return True
+  return (scores["accuracy"], -scores["nll"]) > (best["accuracy"], -best["nll"])
