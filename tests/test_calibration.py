@@ -99,10 +99,24 @@ def test_temperature_is_jittable():
 # ----------------------------------------------------------------------------------------------- ATS
 
 
-def test_ats_invariants_softmax():
+def ref_log_gap64(c, k):
+  """x(c) = log a(c), a(c) = log((K-1) c / (1-c)) clipped to [1e-6, log(K-1) + log(2/eps32)] (docs/calibration.md)."""
+  c = np.asarray(c, np.float64)
+  with np.errstate(divide="ignore"):
+    a = np.log(k - 1) + np.log(c) - np.log1p(-c)
+  return np.log(np.clip(a, 1e-6, np.log(k - 1) + np.log(2 / np.finfo(np.float32).eps)))
+
+
+def ats_temperature_ref(conf, centres, temps, k):
+  """Monotone ATS temperature from the documented formula: log T linear in x(c) between the centres, clamped."""
+  return np.exp(np.interp(ref_log_gap64(conf, k), ref_log_gap64(centres, k), np.log(np.asarray(temps, np.float64))))
+
+
+@pytest.mark.parametrize("monotone", [False, True])
+def test_ats_invariants_softmax(monotone):
   z, y = make_logits(4)
   ts = C.fit_temperature(z, y)
-  ats = C.fit_ats(z, y, num_pieces=4, min_count=50)
+  ats = C.fit_ats(z, y, num_pieces=4, min_count=50, monotone=monotone)
   assert ats.temperatures.shape == (4,) and ats.boundaries.shape == (3,)
   assert float(ats.global_temperature) == float(ts.temperature)
   # Equal-mass pieces: boundary j is the ceil(jN/P)-th smallest uncalibrated confidence.
@@ -118,17 +132,24 @@ def test_ats_invariants_softmax():
   # Each piece's logits are divided by that piece's temperature.
   conf32 = np.asarray(C._temperature._top_confidence(jnp.asarray(z), link=jax.nn.softmax))  # the library's own
   np.testing.assert_array_equal(pieces, np.searchsorted(np.asarray(ats.boundaries), conf32, side="left"))
-  np.testing.assert_allclose(cal, z / np.asarray(ats.temperatures)[pieces][:, None], rtol=1e-6)
+  if not monotone:
+    assert ats.centres is None
+    np.testing.assert_allclose(cal, z / np.asarray(ats.temperatures)[pieces][:, None], rtol=1e-6)
+  else:  # log T linear in x(c) between the piece centres (the ceil((2j+1)N/(2P))-th smallest confidences)
+    np.testing.assert_allclose(ats.centres, np.sort(conf)[[124, 374, 624, 874]], rtol=1e-5)
+    t_ref = ats_temperature_ref(conf32, ats.centres, ats.temperatures, 10)
+    np.testing.assert_allclose(cal, z / t_ref[:, None], rtol=2e-5)
+    assert np.all(np.diff(np.log(np.asarray(ats.temperatures, np.float64))) <= np.diff(ref_log_gap64(ats.centres, 10)))
   # NLL on its own fitting data is <= TS's.
   assert nll64(cal, y) <= nll64(z, y, float(ts.temperature)) * (1 + 1e-6)
   assert 0.0 < conf.min() and conf.max() <= 1.0
 
 
-def test_ats_piece_temperatures_match_scipy_per_piece():
+def test_ats_piece_temperatures_match_scipy_per_piece():  # the piecewise-constant variant
   z, y = make_logits(5)
   with jax.enable_x64(True):
     z64 = z.astype(np.float64)
-    ats = C.fit_ats(z64, y, num_pieces=3, min_count=10)
+    ats = C.fit_ats(z64, y, num_pieces=3, min_count=10, monotone=False)
     pieces = np.asarray(C.ats_pieces(ats, z64))
   for p in range(3):
     idx = pieces == p
@@ -152,6 +173,81 @@ def test_ats_beats_ts_when_miscalibration_depends_on_confidence():
   nll_ats = nll64(C.apply_ats(ats, z), labels)
   assert nll_ats < nll_ts - 0.01
   assert bool(np.any(ats.fitted))
+
+
+def confidences_along_rays(params, link, k, seed=0, num=4001):
+  """(raw, calibrated) top confidence and the argmax check along rays z = s v, s on a dense geometric grid
+  (float64): the reference ray (1, 0, ..., 0), a two-class-like ray and random directions."""
+  rng = np.random.default_rng(seed)
+  s = np.geomspace(1e-2, 1e3, num)
+  dirs = [np.eye(k)[0], np.r_[1.0, 0.6, np.zeros(k - 2)]] + [rng.normal(size=k) for _ in range(6)]
+  out = []
+  with jax.enable_x64(True):
+    raw_fn, cal_fn = jax.jit(link), jax.jit(C.calibrated_probs)  # one compilation for all rays
+    for v in dirs:
+      z = jnp.asarray(s[:, None] * v[None, :])
+      raw = np.asarray(raw_fn(z), np.float64)
+      cal = np.asarray(cal_fn(params, z), np.float64)
+      np.testing.assert_array_equal(cal.argmax(1), raw.argmax(1))  # argmax preserved
+      out.append((raw.max(1), cal.max(1)))
+  return out
+
+
+def largest_drop(pairs):
+  """Largest decrease of the calibrated confidence as the raw confidence grows (0 when monotone)."""
+  worst = 0.0
+  for raw, cal in pairs:
+    assert np.all(np.diff(raw) >= -1e-15)  # raw confidence grows along each ray
+    worst = max(worst, -np.min(np.diff(cal)))
+  return worst
+
+
+def test_ats_monotone_along_rays_and_piecewise_is_not():
+  rng = np.random.default_rng(6)
+  t = rng.normal(size=(1000, 10)) * 1.5
+  labels = (special.softmax(t, 1).cumsum(1) > rng.random((1000, 1))).argmax(1).astype(np.int32)
+  z = (t * np.where(special.softmax(t, 1).max(1) > 0.5, 4.0, 1.0)[:, None]).astype(np.float32)
+  mono = C.fit_ats(z, labels, num_pieces=4)
+  piecewise = C.fit_ats(z, labels, num_pieces=4, monotone=False)
+  assert np.ptp(np.log(np.asarray(mono.temperatures))) > 0.5  # temperatures really vary with confidence
+  pairs = confidences_along_rays(mono, jax.nn.softmax, 10)
+  raw_ref = pairs[0][0]
+  assert raw_ref.min() < float(mono.centres[0]) and raw_ref.max() > float(mono.centres[-1])  # crosses every piece
+  assert largest_drop(pairs) <= 1e-12
+  # The piecewise-constant variant jumps at its boundaries: calibrated confidence falls as the raw one rises.
+  assert largest_drop(confidences_along_rays(piecewise, jax.nn.softmax, 10)) > 1e-2
+
+
+def test_ats_monotone_two_classes_dense_confidence_grid():
+  z, y = make_logits(12, k=2, scale=3.0)
+  ats = C.fit_ats(z, y, num_pieces=4, min_count=20)
+  c = np.concatenate([np.linspace(0.5, 0.999, 20001), 1 - np.geomspace(1e-3, 1e-12, 2001)])
+  with jax.enable_x64(True):
+    grid = jnp.asarray(np.stack([np.log(c) - np.log1p(-c), np.zeros_like(c)], 1))  # softmax(grid)_0 = c
+    cal = np.asarray(C.calibrated_probs(ats, grid), np.float64)
+  assert c.min() < float(ats.boundaries.min()) and c.max() > float(ats.boundaries.max())
+  assert np.all(np.diff(cal.max(1)) >= -1e-12)
+  np.testing.assert_array_equal(cal.argmax(1), 0)
+  nll_ts = nll64(z, y, float(C.fit_temperature(z, y).temperature))
+  assert nll64(C.apply_ats(ats, z), y) <= nll_ts * (1 + 1e-6)
+
+
+def test_softmax_confidence_sensitivity_is_largest_on_the_reference_ray():
+  # The lemma behind monotone ATS: along z = s v, dc/du (u = log s) <= c (1 - c) log((K - 1) c / (1 - c)).
+  rng = np.random.default_rng(13)
+  for k in (2, 3, 10, 100):
+    v = rng.normal(size=(2000, k)) * rng.uniform(0.1, 10, size=(2000, 1))
+    h = 1e-6
+    c0 = special.softmax(v * np.exp(-h), 1).max(1)
+    c1 = special.softmax(v * np.exp(h), 1).max(1)
+    dcdu = (c1 - c0) / (2 * h)
+    c = special.softmax(v, 1).max(1)
+    ok = c < 1 - 1e-9
+    v, c, dcdu = v[ok], c[ok], dcdu[ok]
+    bound = c * (1 - c) * np.log((k - 1) * c / (1 - c))
+    assert np.all(dcdu <= bound * (1 + 1e-5) + 1e-9)
+    ref = special.softmax(np.outer(np.log((k - 1) * c / (1 - c)), np.eye(k)[0]), 1)[:, 0]
+    np.testing.assert_allclose(ref, c, rtol=1e-9)  # a(c) is the reference gap of confidence c
 
 
 def test_ats_one_piece_is_ts_and_fallback():
@@ -218,9 +314,22 @@ def test_ats_non_softmax_link(link_name):
   nll_ts = nll64(C.apply_temperature(ts, z), y, link=link)
   nll_ats = nll64(C.apply_ats(ats, z), y, link=link)
   assert np.isfinite(nll_ats) and nll_ats <= nll_ts * (1 + 1e-6)
+  assert ats.monotone and largest_drop(confidences_along_rays(ats, link, 10, num=2001)) <= 1e-9
   # The fitted TS temperature is the link's NLL optimum (scipy on the same link-specific float64 objective).
   t_ref = scipy_temperature(z, y, link=lambda v: np.asarray(link(jnp.asarray(v, jnp.float32))))
   assert nll64(z, y, float(ts.temperature), link=link) <= nll64(z, y, t_ref, link=link) * (1 + 1e-5)
+
+
+def test_ats_monotone_with_the_mgce_link():
+  from gence_jax import losses
+
+  link = losses.get_loss("mgce").probs  # the MGCE link (entmax-like, sparse): no proof, checked on rays
+  z, y = make_logits(14, n=400, k=5, scale=1.0)
+  ts = C.fit_temperature(z, y, link=link)
+  ats = C.fit_ats(z, y, link=link, num_pieces=3, min_count=20)
+  assert ats.monotone and bool(np.any(ats.fitted))
+  assert nll64(C.apply_ats(ats, z), y, link=link) <= nll64(C.apply_temperature(ts, z), y, link=link) * (1 + 1e-6)
+  assert largest_drop(confidences_along_rays(ats, link, 5, num=1001)) <= 1e-9
 
 
 def test_ats_is_jittable_and_masked():

@@ -22,41 +22,50 @@ def _keep_best(best_x, best_f, x, fx):
 
 
 def minimize_log_t(f, num_pieces: int, lo: float, hi: float, num_grid: int, num_golden: int, dtype):
-  """Returns (best log_t [P], best value [P])."""
-  grid = jnp.linspace(lo, hi, num_grid, dtype=dtype)
-  vals = jax.lax.map(lambda g: f(jnp.full((num_pieces,), g, dtype)), grid)  # [G, P]
-  vals = jnp.where(jnp.isnan(vals), jnp.inf, vals)
-  ib = jnp.argmin(vals, axis=0)
-  best_x = grid[ib]
-  best_f = jnp.take_along_axis(vals, ib[None, :], axis=0)[0]
-  if num_golden <= 0 or num_grid < 2:
-    return best_x, best_f
-  h = (hi - lo) / (num_grid - 1)
-  a = jnp.clip(best_x - h, lo, hi)
-  b = jnp.clip(best_x + h, lo, hi)
-  c = b - _INV_PHI * (b - a)
-  d = a + _INV_PHI * (b - a)
-  fc, fd = f(c), f(d)
-  best_x, best_f = _keep_best(best_x, best_f, c, fc)
-  best_x, best_f = _keep_best(best_x, best_f, d, fd)
+  """Returns (best log_t [P], best value [P]).
 
-  def body(_, state):
-    a, b, c, d, fc, fd, best_x, best_f = state
-    left = fc < fd  # minimum in [a, d]: new interval [a, d], reuse c as the new d
+  Every evaluation of ``f`` happens in one loop whose step picks the next point (grid point, golden-section point or
+  final midpoint), so ``f`` is traced, and compiled, once.
+  """
+  p = num_pieces
+  grid = jnp.linspace(lo, hi, num_grid, dtype=dtype)
+  refine = num_golden > 0 and num_grid >= 2
+  h = (hi - lo) / (num_grid - 1) if num_grid >= 2 else 0.0
+  total = num_grid + (num_golden + 3 if refine else 0)  # grid, c and d, golden iterations, midpoint
+  zeros = jnp.zeros((p,), dtype)
+  inf = jnp.full((p,), jnp.inf, dtype)
+
+  def body(i, state):
+    best_x, best_f, a, b, c, d, fc, fd = state
+    k = i - num_grid  # step of the refinement (< 0 during the grid)
+    # Refinement interval around the best grid point, set when k == 0.
+    a0 = jnp.clip(best_x - h, lo, hi)
+    b0 = jnp.clip(best_x + h, lo, hi)
+    # Golden-section step: keep [a, d] if f(c) < f(d) (reuse c as the new d), else [c, b] (reuse d as the new c).
+    left = fc < fd
     a2 = jnp.where(left, a, c)
     b2 = jnp.where(left, d, b)
     new_c = b2 - _INV_PHI * (b2 - a2)
     new_d = a2 + _INV_PHI * (b2 - a2)
-    x_new = jnp.where(left, new_c, new_d)
-    f_new = f(x_new)
-    c2 = jnp.where(left, new_c, d)
-    d2 = jnp.where(left, c, new_d)
-    fc2 = jnp.where(left, f_new, fd)
-    fd2 = jnp.where(left, fc, f_new)
-    best_x, best_f = _keep_best(best_x, best_f, x_new, f_new)
-    return a2, b2, c2, d2, fc2, fd2, best_x, best_f
+    x_grid = jnp.full((p,), grid[jnp.clip(i, 0, num_grid - 1)], dtype)
+    x_golden = jnp.where(k < 2 + num_golden, jnp.where(left, new_c, new_d), 0.5 * (a + b))  # last step: midpoint
+    x = jnp.where(
+      k < 0,
+      x_grid,
+      jnp.where(k == 0, b0 - _INV_PHI * (b0 - a0), jnp.where(k == 1, a + _INV_PHI * (b - a), x_golden)),
+    )
+    fx = f(x)
+    fx = jnp.where(jnp.isnan(fx), jnp.inf, fx)
+    golden = (k >= 2) & (k < 2 + num_golden)
+    a = jnp.where(k == 0, a0, jnp.where(golden, a2, a))
+    b = jnp.where(k == 0, b0, jnp.where(golden, b2, b))
+    c_next = jnp.where(k == 0, x, jnp.where(golden, jnp.where(left, new_c, d), c))
+    d_next = jnp.where(k == 1, x, jnp.where(golden, jnp.where(left, c, new_d), d))
+    fc_next = jnp.where(k == 0, fx, jnp.where(golden, jnp.where(left, fx, fd), fc))
+    fd_next = jnp.where(k == 1, fx, jnp.where(golden, jnp.where(left, fc, fx), fd))
+    best_x, best_f = _keep_best(best_x, best_f, x, fx)  # strict: the first of equal values is kept
+    return best_x, best_f, a, b, c_next, d_next, fc_next, fd_next
 
-  a, b, c, d, fc, fd, best_x, best_f = jax.lax.fori_loop(0, num_golden, body, (a, b, c, d, fc, fd, best_x, best_f))
-  mid = 0.5 * (a + b)
-  best_x, best_f = _keep_best(best_x, best_f, mid, f(mid))
+  init = (jnp.full((p,), grid[0], dtype), inf, zeros, zeros, zeros, zeros, inf, inf)
+  best_x, best_f, *_ = jax.lax.fori_loop(0, total, body, init)
   return best_x, best_f

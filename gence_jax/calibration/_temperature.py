@@ -1,24 +1,36 @@
-"""Temperature scaling (TS) and adaptive piecewise temperature scaling (ATS). See ``docs/calibration.md``."""
+"""Temperature scaling (TS, by NLL or by ECE) and adaptive temperature scaling (ATS). See ``docs/calibration.md``."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-import numbers
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gence_jax.calibration import _search
-from gence_jax.metrics import _validate
+from gence_jax.calibration import _common, _search
+from gence_jax.metrics import _binned
 
 Link = Callable[[jax.Array], jax.Array]
 
 DEFAULT_LOG_T_BOUNDS = (-4.0, 4.0)  # T in [exp(-4), exp(4)] = [0.018, 54.6]
 DEFAULT_NUM_GRID = 33  # grid spacing 0.25 in log T on the default bounds
 DEFAULT_NUM_GOLDEN = 48  # interval 0.5 * 0.618^48 ~ 5e-11 in log T
+DEFAULT_NUM_SWEEPS = 4  # coordinate-descent sweeps of monotone ATS
+#: The temperature grid of the focal-loss papers' code (Mukhoti et al. 2020): T = 0.1, 0.2, ..., 10.0.
+DEFAULT_ECE_TEMPERATURES = tuple(float(t) for t in np.arange(1, 101) / 10.0)
+
+# Reference logit gap a of monotone ATS: clipped below at _A_MIN (confidences at or below 1/K).
+_A_MIN = 1e-6
+# Sensitivity table of a non-softmax link on the reference ray (a, 0, ..., 0): a in [1e-4, 1e4], geometric.
+_TABLE_SIZE = 4096
+_TABLE_RANGE = (1e-4, 1e4)
+_RATIO_SAFETY = 1.02  # slack on the tabulated sensitivity ratio (finite differences, maximum between table points)
+
+_top_confidence = _common.top_confidence  # max_k link(z)_k, shared by fitting and prediction
 
 
 @jax.tree_util.register_dataclass
@@ -34,21 +46,27 @@ class TemperatureParams:
   temperature: jax.Array
   link: Link = dataclasses.field(default=jax.nn.softmax, metadata=dict(static=True))
 
+  def summary(self) -> dict:
+    return {"temperature": float(self.temperature)}
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ATSParams:
-  """Fitted adaptive piecewise temperature scaling.
+  """Fitted adaptive temperature scaling.
 
   Attributes:
     boundaries: [P - 1] interior piece boundaries on the UNCALIBRATED top-class probability max_k link(z)_k;
       piece j holds confidences in (boundaries[j-1], boundaries[j]] (first piece unbounded below, last above).
-    temperatures: [P] the temperature used in each piece (the piece's own fit, or the global one on fallback).
+    temperatures: [P] the temperature of each piece (piecewise-constant ATS) or at each piece centre (monotone
+      ATS); the global one where the piece is not fitted.
     global_temperature: scalar, the plain temperature-scaling fit on all the data.
     counts: [P] int32, number of fitting examples in each piece.
-    fitted: [P] bool, True where the piece uses its own temperature (False: fallback to the global one because the
-      piece had fewer than ``min_count`` examples or its own fit was not better than the global temperature).
-    link: the probability link (static metadata), also used at prediction time to pick the piece.
+    fitted: [P] bool, True where the piece's temperature differs from the global one (False: fewer than
+      ``min_count`` examples, no improvement, or an optimum not identified by the data).
+    centres: [P] piece centres on the uncalibrated confidence (monotone ATS), or None for piecewise-constant ATS.
+      With centres, log T is interpolated between them (see :func:`fit_ats`); without, each piece uses its own T.
+    link: the probability link (static metadata), also used at prediction time to read the confidence.
   """
 
   boundaries: jax.Array
@@ -56,11 +74,29 @@ class ATSParams:
   global_temperature: jax.Array
   counts: jax.Array
   fitted: jax.Array
+  centres: Optional[jax.Array] = None
   link: Link = dataclasses.field(default=jax.nn.softmax, metadata=dict(static=True))
 
   @property
   def num_pieces(self) -> int:
     return self.temperatures.shape[-1]
+
+  @property
+  def monotone(self) -> bool:
+    return self.centres is not None
+
+  def summary(self) -> dict:
+    out = {
+      "monotone": self.monotone,
+      "temperatures": np.asarray(self.temperatures, np.float64).tolist(),
+      "global_temperature": float(self.global_temperature),
+      "boundaries": np.asarray(self.boundaries, np.float64).tolist(),
+      "counts": np.asarray(self.counts).astype(int).tolist(),
+      "fitted": np.asarray(self.fitted).astype(bool).tolist(),
+    }
+    if self.centres is not None:
+      out["centres"] = np.asarray(self.centres, np.float64).tolist()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- objective
@@ -68,13 +104,7 @@ class ATSParams:
 
 def _neg_log_lik(logits, labels, temperature, link):
   """Per-example -log link(logits / T)_y with T per example ([N]); log-softmax when the link is jax.nn.softmax."""
-  z = logits / temperature[:, None]
-  if link is jax.nn.softmax:
-    logp = jax.nn.log_softmax(z, axis=-1)
-  else:
-    p = link(z)
-    logp = jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
-  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  return _common.label_nll(_common.log_probs(logits / temperature[:, None], link), labels)
 
 
 def _piece_objective(logits, labels, valid, piece, num_pieces, link):
@@ -101,27 +131,24 @@ def _fit_global(logits, labels, valid, *, link, lo, hi, num_grid, num_golden):
   return x[0]
 
 
-@functools.partial(jax.jit, static_argnames=("link",))
-def _top_confidence(logits, link):
-  """max_k link(z)_k; one jitted function for fitting and prediction so both see the same rounding."""
-  return jnp.max(link(logits), axis=-1)
+def _pieces(conf, valid, num_pieces):
+  """Equal-mass boundaries [P-1], piece of each example [N], counts [P] and the sorted valid confidences."""
+  n = jnp.sum(valid, dtype=jnp.int32)
+  srt = jnp.sort(jnp.where(valid, conf, jnp.inf))
+  boundaries = _common.equal_mass_boundaries(srt, n, num_pieces)
+  piece = jnp.searchsorted(boundaries, conf, side="left").astype(jnp.int32)
+  counts = jax.ops.segment_sum(valid.astype(jnp.int32), piece, num_segments=num_pieces)
+  return boundaries, piece, counts, srt, n
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("num_pieces",))
 def _fit_ats(logits, labels, valid, conf, g, min_count, *, link, lo, hi, num_grid, num_golden, num_pieces):
-  n_all = labels.shape[0]
+  """Piecewise-constant ATS: one independent temperature per piece."""
   p = num_pieces
   if p == 1:
     counts = jnp.sum(valid, dtype=jnp.int32)[None]
     return jnp.zeros((0,), conf.dtype), g[None], counts, jnp.zeros((1,), bool)
-  # Equal-mass boundaries: boundary j (j = 1..P-1) is the ceil(j n / P)-th smallest unmasked confidence.
-  n = jnp.sum(valid, dtype=jnp.int32)
-  srt = jnp.sort(jnp.where(valid, conf, jnp.inf))
-  j = jnp.arange(1, p, dtype=jnp.int32)
-  k = (j * n + p - 1) // p
-  boundaries = srt[jnp.clip(k - 1, 0, max(n_all - 1, 0))]
-  piece = jnp.searchsorted(boundaries, conf, side="left").astype(jnp.int32)
-  counts = jax.ops.segment_sum(valid.astype(jnp.int32), piece, num_segments=p)
+  boundaries, piece, counts, _, _ = _pieces(conf, valid, p)
   f = _piece_objective(logits, labels, valid, piece, p, link)
   x, fx = _search.minimize_log_t(f, p, lo, hi, num_grid, num_golden, logits.dtype)
   f_global = f(jnp.full((p,), g, logits.dtype))
@@ -136,32 +163,181 @@ def _fit_ats(logits, labels, valid, conf, g, min_count, *, link, lo, hi, num_gri
   return boundaries, x, counts, fitted
 
 
+# ----------------------------------------------------------------------------------------------- monotone ATS
+
+
+def ref_log_gap(conf: jax.Array, num_classes: int) -> jax.Array:
+  """x(c) = log a(c), a(c) = log((K - 1) c / (1 - c)): the logit gap at which the reference logit vector
+  (a, 0, ..., 0) has softmax top confidence c, on a log scale.
+
+  a is clipped to [1e-6, log(K - 1) + log(2 / eps)] (eps of the dtype of ``conf``): the upper end is the gap at which
+  the confidence rounds to 1, so x is continuous in c up to and including c = 1.0.
+  """
+  dtype = conf.dtype
+  log_km1 = math.log(max(num_classes - 1, 1))
+  a_max = log_km1 + math.log(2.0 / float(jnp.finfo(dtype).eps))
+  a = log_km1 + jnp.log(conf) - jnp.log1p(-conf)
+  return jnp.log(jnp.clip(a, _A_MIN, a_max))
+
+
+def _knot_weights(x, xk):
+  """Segment j in [0, P-2] and the weight w in [0, 1] of knot j + 1 for linear interpolation in x between the
+  knots xk (ascending, ties allowed); constant beyond the end knots."""
+  p = xk.shape[0]
+  j = jnp.clip(jnp.searchsorted(xk, x, side="right") - 1, 0, p - 2)
+  left, right = xk[j], xk[j + 1]
+  width = right - left
+  w = jnp.where(width > 0, (x - left) / jnp.where(width > 0, width, 1), (x >= right).astype(x.dtype))
+  return j, jnp.clip(w, 0, 1)
+
+
+def _interp_temperature(j, w, temps):
+  """T = T_j (T_{j+1} / T_j)^w: log T linear between knots; exactly T_j where T_{j+1} == T_j."""
+  t0, t1 = temps[j], temps[j + 1]
+  return t0 * jnp.exp(w * (jnp.log(t1) - jnp.log(t0)))
+
+
+@functools.lru_cache(maxsize=32)
+def _sensitivity_table(link, num_classes: int):
+  """Top-confidence sensitivity of ``link`` relative to the softmax's, tabulated on the reference ray.
+
+  On z = a e_1 (a on a geometric grid) returns c(a) = link(z)_1 and r = (dc/du) / B(c), u = log a, with
+  B(c) = c (1 - c) log((K - 1) c / (1 - c)) the softmax's dc/du at confidence c. dc/du by central differences, in
+  float64 where the link allows; +inf where the differences do not resolve c (saturation), which only makes the
+  constraint of monotone ATS stricter. Computed once per (link, K), outside any trace.
+  """
+  a = np.geomspace(*_TABLE_RANGE, _TABLE_SIZE)
+  z = np.zeros((_TABLE_SIZE, num_classes))
+  z[:, 0] = a
+  with jax.ensure_compile_time_eval():
+    try:
+      with jax.enable_x64(True):
+        c = np.asarray(link(jnp.asarray(z, jnp.float64)), np.float64)[:, 0]
+      eps = np.finfo(np.float64).eps
+    except Exception:  # a link that does not run in float64
+      c = np.asarray(link(jnp.asarray(z, jnp.float32)), np.float64)[:, 0]
+      eps = float(np.finfo(np.float32).eps)
+  c = np.maximum.accumulate(c)
+  u = np.log(a)
+  dc = np.empty_like(c)
+  dc[1:-1] = c[2:] - c[:-2]
+  dc[0], dc[-1] = c[1] - c[0], c[-1] - c[-2]
+  du = np.empty_like(u)
+  du[1:-1] = u[2:] - u[:-2]
+  du[0], du[-1] = u[1] - u[0], u[-1] - u[-2]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    b_soft = c * (1 - c) * np.log(max(num_classes - 1, 1) * c / (1 - c))
+    ratio = (dc / du) / b_soft
+  resolved = (dc > 1e4 * eps) & (c < 1) & (b_soft > 0) & np.isfinite(ratio)
+  ratio = np.where(resolved, ratio, np.inf)
+  return c, ratio
+
+
+def _segment_ratios(link, num_classes, centres):
+  """[P-1] bound on (dc/du) / B(c) over each segment [m_j, m_{j+1}] (1 for the softmax, where it is exact)."""
+  p = centres.shape[0]
+  if link is jax.nn.softmax:
+    return jnp.ones((p - 1,), centres.dtype)
+  c_tab, ratio_tab = _sensitivity_table(link, num_classes)
+  # Confidences that round to 1 in the working dtype all have x(c) = x(1): no constraint is needed there.
+  ratio_tab = np.where(c_tab > 1 - float(jnp.finfo(centres.dtype).eps) / 2, 0.0, ratio_tab)
+  c_tab = jnp.asarray(c_tab, centres.dtype)
+  ratio_tab = jnp.asarray(ratio_tab, centres.dtype)
+  g = c_tab.shape[0]
+  lo = jnp.clip(jnp.searchsorted(c_tab, centres[:-1], side="right") - 1, 0, g - 1)  # last table point <= m_j
+  hi = jnp.clip(jnp.searchsorted(c_tab, centres[1:], side="left"), 0, g - 1)  # first table point >= m_{j+1}
+  idx = jnp.arange(g)
+  inside = (idx[None, :] >= lo[:, None]) & (idx[None, :] <= hi[:, None])
+  return _RATIO_SAFETY * jnp.max(jnp.where(inside, ratio_tab[None, :], 0), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("num_pieces", "num_sweeps"))
+def _fit_ats_monotone(
+  logits, labels, valid, conf, g, min_count, *, link, lo, hi, num_grid, num_golden, num_pieces, num_sweeps
+):
+  """Monotone ATS: log T piecewise linear in x(c) between piece centres, bounded rises, coordinate descent."""
+  p = num_pieces
+  k = logits.shape[-1]
+  dtype = logits.dtype
+  boundaries, piece, counts, srt, n = _pieces(conf, valid, p)
+  jj = jnp.arange(p, dtype=jnp.int32)
+  # A piece whose own examples do not identify a temperature (each piece at its own T, on the grid: the best value
+  # is not below both ends of the search range by 1e-4 nats per example, e.g. a piece without errors) keeps T_g,
+  # like a piece with fewer than min_count examples.
+  own = _piece_objective(logits, labels, valid, piece, p, link)
+  on_grid = jax.lax.map(own, jnp.broadcast_to(jnp.linspace(lo, hi, num_grid, dtype=dtype)[:, None], (num_grid, p)))
+  on_grid = jnp.where(jnp.isnan(on_grid), jnp.inf, on_grid)
+  best = jnp.min(on_grid, axis=0)
+  slack_own = 1e-4 * counts.astype(dtype) + 1e-6 * jnp.abs(best)
+  identified_own = (on_grid[0] > best + slack_own) & (on_grid[-1] > best + slack_own)
+  kc = ((2 * jj + 1) * n + 2 * p - 1) // (2 * p)  # centre j: the ceil((2j + 1) n / (2P))-th smallest confidence
+  centres = srt[jnp.clip(kc - 1, 0, max(srt.shape[0] - 1, 0))]
+  ratios = _segment_ratios(link, k, centres)
+  xk = ref_log_gap(centres, k)
+  seg, w = _knot_weights(ref_log_gap(conf, k), xk)
+  # Knot j's objective: the examples whose temperature depends on knot j. Knots of equal parity share no examples.
+  member = valid[:, None] & (
+    ((seg[:, None] == jj[None, :]) & (w[:, None] < 1)) | ((seg[:, None] == jj[None, :] - 1) & (w[:, None] > 0))
+  )
+  support = jnp.sum(member, axis=0).astype(dtype)
+  frozen = (counts < min_count) | ~identified_own
+  # tau_{j+1} - tau_j <= dmax_j (decreases are free); the 1e-4 margin keeps float rounding of the stored
+  # temperatures from breaking the bound.
+  dmax = (1 - 1e-4) * (xk[1:] - xk[:-1]) / ratios
+
+  def knot_objective(tau):
+    t = _interp_temperature(seg, w, jnp.exp(tau))
+    nll = _neg_log_lik(logits, labels, t, link)
+    return jnp.sum(jnp.where(member, nll[:, None], 0), axis=0)
+
+  d_prev = jnp.concatenate([jnp.zeros((1,), dtype), dmax])  # bound on tau_j - tau_{j-1} (j >= 1)
+  d_next = jnp.concatenate([dmax, jnp.zeros((1,), dtype)])  # bound on tau_{j+1} - tau_j (j <= P - 2)
+
+  def half_sweep(i, tau):
+    active = (jj % 2 == i % 2) & ~frozen
+    tau_prev = jnp.concatenate([tau[:1], tau[:-1]])
+    tau_next = jnp.concatenate([tau[1:], tau[-1:]])
+    # Feasible interval of knot j given its neighbours; the current value is feasible (guards float rounding).
+    a = jnp.where(jj < p - 1, jnp.maximum(lo, tau_next - d_next), lo)
+    b = jnp.where(jj > 0, jnp.minimum(hi, tau_prev + d_prev), hi)
+    a, b = jnp.minimum(a, tau), jnp.maximum(b, tau)
+
+    def f(t):
+      return knot_objective(jnp.where(active, a + t * (b - a), tau))
+
+    t_best, f_best = _search.minimize_log_t(f, p, 0.0, 1.0, num_grid, num_golden, dtype)
+    x_best = a + t_best * (b - a)
+    # The current value and both interval ends, in one pass over the three candidates.
+    f_cur, f_a, f_b = jax.lax.map(lambda v: knot_objective(jnp.where(active, v, tau)), jnp.stack([tau, a, b]))
+    # Identified: better than the global search bounds by more than float noise where the interval reaches them
+    # (an interval end set by a neighbour's constraint is a legitimate optimum).
+    slack = 1e-4 * support + 1e-6 * jnp.abs(f_best)
+    ident = ((a > lo) | (f_a > f_best + slack)) & ((b < hi) | (f_b > f_best + slack))
+    accept = active & (f_best < f_cur) & ident
+    return jnp.where(accept, x_best, tau)
+
+  tau = jax.lax.fori_loop(0, 2 * num_sweeps, half_sweep, jnp.full((p,), g, dtype))
+  return boundaries, centres, tau, counts, tau != g
+
+
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_golden):
-  if not callable(link):
-    raise TypeError(f"link must be a callable mapping logits [N, K] to probabilities; got {link!r}")
-  try:
-    hash(link)
-  except TypeError:
-    raise TypeError(
-      "link must be hashable: it is a static jit argument and static metadata of the params "
-      "(use a module-level function, functools.partial, or a bound method of a hashable object)"
-    ) from None
-  logits, labels, where = _validate.check_logits(logits, labels, where)
+def _check_search_args(fn, log_t_bounds, num_grid, num_golden):
   try:
     lo, hi = (float(b) for b in log_t_bounds)
   except (TypeError, ValueError):
-    raise ValueError(f"log_t_bounds must be a pair (lo, hi) of floats; got {log_t_bounds!r}") from None
+    raise ValueError(f"{fn}: log_t_bounds must be a pair (lo, hi) of floats; got {log_t_bounds!r}") from None
   if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-    raise ValueError(f"log_t_bounds must be finite with lo < hi; got {log_t_bounds!r}")
-  _validate.check_num_bins(num_grid, "num_grid")
-  if num_grid < 2:
-    raise ValueError(f"num_grid must be >= 2; got {num_grid}")
-  if isinstance(num_golden, bool) or not isinstance(num_golden, numbers.Integral) or num_golden < 0:
-    raise ValueError(f"num_golden must be an integer >= 0; got {num_golden!r}")
-  valid = jnp.ones(labels.shape, bool) if where is None else where
+    raise ValueError(f"{fn}: log_t_bounds must be finite with lo < hi; got {log_t_bounds!r}")
+  _common.check_int(fn, "num_grid", num_grid, 2)
+  _common.check_int(fn, "num_golden", num_golden, 0)
+  return lo, hi
+
+
+def _check_fit_args(fn, logits, labels, where, link, log_t_bounds, num_grid, num_golden):
+  logits, labels, valid = _common.check_inputs(fn, logits, labels, where, link)
+  lo, hi = _check_search_args(fn, log_t_bounds, num_grid, num_golden)
   return logits, labels, valid, lo, hi
 
 
@@ -199,11 +375,55 @@ def fit_temperature(
   Returns:
     :class:`TemperatureParams` (temperature and link).
   """
-  logits, labels, valid, lo, hi = _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_golden)
+  logits, labels, valid, lo, hi = _check_fit_args(
+    "fit_temperature", logits, labels, where, link, log_t_bounds, num_grid, num_golden
+  )
   log_t = _fit_global(
     logits, labels, valid, link=link, lo=lo, hi=hi, num_grid=int(num_grid), num_golden=int(num_golden)
   )
   return TemperatureParams(temperature=jnp.exp(log_t), link=link)
+
+
+@functools.partial(jax.jit, static_argnames=("link", "num_bins"))
+def _ece_over_grid(logits, labels, valid, temps, *, link, num_bins):
+  def one(t):  # traced values: the metric's value checks are skipped, its definition is the same
+    return _binned.ece(link(logits / t), labels, num_bins=num_bins, where=valid)
+
+  return jax.lax.map(one, temps)
+
+
+def fit_temperature_ece(
+  logits,
+  labels,
+  *,
+  link: Link = jax.nn.softmax,
+  where=None,
+  temperatures: Optional[Sequence[float]] = None,
+  num_bins: int = 15,
+) -> TemperatureParams:
+  """Temperature scaling by ECE over a temperature grid (the convention of Mukhoti et al. 2020's code).
+
+      T* = the first T (in grid order) minimising ECE_M(link(z / T)) over the unmasked held-out examples
+
+  with ECE the library's equal-width top-label ECE (``gence_jax.metrics.ece``, bins (lo, hi]) and M = ``num_bins``
+  (15 in that code). The default grid is T = 0.1, 0.2, ..., 10.0 (100 values), the grid that code searches; ties
+  go to the earlier grid value, as its strict-improvement loop does. Use it to compare "ECE after TS" with the
+  focal-loss papers (Mukhoti et al. 2020, "Calibrating Deep Neural Networks using Focal Loss"); NLL-based TS
+  (:func:`fit_temperature`) is the usual criterion (Guo et al. 2017). ECE is piecewise constant in T, so the grid is
+  the whole search. jit-able.
+
+  Returns:
+    :class:`TemperatureParams`.
+  """
+  fn = "fit_temperature_ece"
+  logits, labels, valid = _common.check_inputs(fn, logits, labels, where, link)
+  temps = np.asarray(DEFAULT_ECE_TEMPERATURES if temperatures is None else temperatures, np.float64)
+  if temps.ndim != 1 or temps.size == 0 or not np.all(np.isfinite(temps)) or np.any(temps <= 0):
+    raise ValueError(f"{fn}: temperatures must be a non-empty 1-D sequence of finite values > 0; got {temperatures!r}")
+  _common.check_int(fn, "num_bins", num_bins, 1)
+  temps = jnp.asarray(temps, logits.dtype)
+  values = _ece_over_grid(logits, labels, valid, temps, link=link, num_bins=int(num_bins))
+  return TemperatureParams(temperature=temps[jnp.argmin(values)], link=link)
 
 
 def apply_temperature(params: TemperatureParams, logits) -> jax.Array:
@@ -218,52 +438,86 @@ def fit_ats(
   link: Link = jax.nn.softmax,
   num_pieces: int = 4,
   min_count: int = 50,
+  monotone: bool = True,
   where=None,
   log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS,
   num_grid: int = DEFAULT_NUM_GRID,
   num_golden: int = DEFAULT_NUM_GOLDEN,
+  num_sweeps: int = DEFAULT_NUM_SWEEPS,
 ) -> ATSParams:
-  """ATS: adaptive piecewise temperature scaling (our recipe; the GenCE paper's exact one is unpublished).
+  """ATS: adaptive temperature scaling over regions of confidence (our recipe; the GenCE paper's is unpublished).
 
   1. Global fit: T_g = :func:`fit_temperature` on all unmasked examples.
   2. Pieces: c_i = max_k link(z_i)_k, the confidence of the UNCALIBRATED model. With n unmasked examples and
      P = ``num_pieces``, boundary j (j = 1..P-1) is the ceil(j n / P)-th smallest c_i (equal-mass quantiles);
-     piece j (0-based) holds c in (b_j, b_{j+1}] with b_0 = -inf, b_P = +inf: the same (lo, hi] convention as the
-     metric bins, so a confidence equal to a boundary belongs to the lower piece. Tied confidences may make a
-     piece larger or empty.
-  3. Per piece p, without gradients: T_p = argmin over log T in ``log_t_bounds`` of the summed NLL of the piece's
-     examples, -sum_{i in p} log link(z_i / T)_{y_i} (grid + golden section, all pieces in one vectorised search).
-  4. Fallback: piece p uses T_g instead of T_p if it has fewer than ``min_count`` fitting examples, if T_p's NLL
-     on the piece is not strictly below T_g's (T_g is always a candidate), or if it is not below the NLL at both ends
-     of ``log_t_bounds`` by more than 1e-4 nats per example: such an optimum is not identified by the data (a piece with no errors has an NLL
-     that only falls, to 0 in float, as T -> 0, and a single test error in it would then cost ~87 nats). Hence, on its own fitting data,
-     NLL(ATS) = sum_p min(NLL_p(T_p), NLL_p(T_g)) <= sum_p NLL_p(T_g) = NLL(TS) (up to float summation order), and
-     with ``num_pieces=1`` ATS is exactly TS.
-  5. Prediction (:func:`apply_ats`): the piece of a new example is chosen by its uncalibrated confidence
-     max_k link(z)_k with the same boundaries (values beyond the fitted range go to the first/last piece), and its
-     logits are divided by that piece's temperature. A positive temperature never changes the argmax of the
-     logits (nor of any order-preserving link). The calibrated map is discontinuous at the boundaries, and a
-     confidence within an ulp of a boundary may fall on either side when the link is compiled differently
-     (another batch shape, another device); fitting and prediction share one jitted confidence function.
+     piece j (0-based) holds c in (b_j, b_{j+1}] with b_0 = -inf, b_P = +inf (a confidence equal to a boundary is in
+     the lower piece, as in the metric bins). Ties may make a piece larger or empty.
 
-  Fit on a held-out calibration split (never the test set); see ``docs/calibration.md``. jit-able.
+  Monotone ATS (``monotone=True``, the default):
+
+  3. Temperature as a continuous function of confidence: knot j sits at the piece centre m_j (the
+     ceil((2j+1) n / (2P))-th smallest c_i), and log T(c) is linear in x(c) = log a(c) between knots, constant
+     beyond the end knots, where a(c) = log((K-1) c / (1-c)) is the logit gap at which the reference logits
+     (a, 0, ..., 0) have softmax confidence c (:func:`ref_log_gap`).
+  4. Monotonicity: log T may rise between knots by at most (x_{j+1} - x_j) / r_j (it may fall freely). Along any
+     ray z = s v (s > 0) the calibrated logits are (s / T(c(s v))) v, and for the softmax dc/du (u = log s) at
+     confidence c is at most c (1-c) a(c), attained on the reference ray; so d log T / du <= 1 and s / T is
+     non-decreasing: the calibrated top confidence is a non-decreasing function of the raw one along every ray
+     (for K = 2: of the raw confidence, full stop). r_j = 1 for ``jax.nn.softmax``; for another link r_j bounds the
+     ratio of that link's dc/du on the reference ray to the softmax's over the segment (tabulated once, with 2%
+     slack), which covers the reference ray; that it is the worst ray is proven for the softmax only.
+  5. Fit, without gradients: minimise the summed NLL over (log T_0, ..., log T_{P-1}) subject to (4), starting from
+     T_g everywhere, by red-black coordinate descent (``num_sweeps`` sweeps; knots of equal parity share no
+     examples, so each half-sweep is one vectorised grid + golden-section search, each knot over its feasible
+     interval; a knot's examples are those whose temperature depends on it). A knot moves only if that strictly
+     lowers the NLL of its examples, and not if its optimum sits at a global search bound without beating it by
+     1e-4 nats per example (not identified by the data). Knots stay at T_g for pieces with fewer than
+     ``min_count`` examples and for pieces whose own examples do not identify a temperature (on the search grid,
+     the piece's best NLL at its own T is not below both ends of ``log_t_bounds`` by 1e-4 nats per example: a
+     piece without errors has an NLL that only falls as T -> 0). Hence NLL(ATS) <= NLL(TS) on the fitting data
+     (up to float summation order).
+
+  Piecewise-constant ATS (``monotone=False``): each piece gets its own NLL-optimal temperature, independently
+  (same search), with the same fallbacks to T_g; its calibrated map jumps at the boundaries and can reorder
+  examples by confidence there.
+
+  With ``num_pieces=1`` both are exactly TS. A positive temperature never changes the argmax (for softmax and any
+  order-preserving link). Fit on a held-out calibration split (never the test set); see ``docs/calibration.md``.
+  jit-able.
 
   Returns:
-    :class:`ATSParams`.
+    :class:`ATSParams` (``centres`` is None for the piecewise-constant variant).
   """
-  logits, labels, valid, lo, hi = _check_fit_args(logits, labels, where, link, log_t_bounds, num_grid, num_golden)
-  _validate.check_num_bins(num_pieces, "num_pieces")
-  if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 0:
-    raise ValueError(f"min_count must be an integer >= 0; got {min_count!r}")
+  fn = "fit_ats"
+  logits, labels, valid, lo, hi = _check_fit_args(fn, logits, labels, where, link, log_t_bounds, num_grid, num_golden)
+  _common.check_int(fn, "num_pieces", num_pieces, 1)
+  _common.check_int(fn, "min_count", min_count, 0)
+  _common.check_int(fn, "num_sweeps", num_sweeps, 0)
+  if not isinstance(monotone, bool):
+    raise TypeError(f"{fn}: monotone must be a bool; got {monotone!r}")
   search = dict(link=link, lo=lo, hi=hi, num_grid=int(num_grid), num_golden=int(num_golden))
   g = _fit_global(logits, labels, valid, **search)  # exactly what fit_temperature computes
-  conf = _top_confidence(logits, link=link)  # exactly what apply_ats computes (same jitted function)
-  b, log_t, counts, fitted = _fit_ats(
-    logits, labels, valid, conf, g, jnp.int32(min_count), num_pieces=int(num_pieces), **search
-  )
+  conf = _top_confidence(logits, link=link)  # exactly what prediction computes (same jitted function)
   tg = jnp.exp(g)
-  temps = jnp.where(fitted, jnp.exp(log_t), tg)  # a fallback piece holds exactly the global temperature
-  return ATSParams(boundaries=b, temperatures=temps, global_temperature=tg, counts=counts, fitted=fitted, link=link)
+  p = int(num_pieces)
+  if not monotone or p == 1:
+    b, log_t, counts, fitted = _fit_ats(logits, labels, valid, conf, g, jnp.int32(min_count), num_pieces=p, **search)
+    temps = jnp.where(fitted, jnp.exp(log_t), tg)  # a fallback piece holds exactly the global temperature
+    centres = None
+    if monotone:  # one piece: the centre is irrelevant, T is constant
+      centres = jnp.sort(jnp.where(valid, conf, jnp.inf))[jnp.maximum(jnp.sum(valid) - 1, 0) // 2][None]
+  else:
+    # The link's sensitivity table is built outside any trace, once per (link, K).
+    k = logits.shape[-1]
+    if link is not jax.nn.softmax:
+      _sensitivity_table(link, k)
+    b, centres, tau, counts, fitted = _fit_ats_monotone(
+      logits, labels, valid, conf, g, jnp.int32(min_count), num_pieces=p, num_sweeps=int(num_sweeps), **search
+    )
+    temps = jnp.where(fitted, jnp.exp(tau), tg)
+  return ATSParams(
+    boundaries=b, temperatures=temps, global_temperature=tg, counts=counts, fitted=fitted, centres=centres, link=link
+  )
 
 
 def ats_pieces(params: ATSParams, logits) -> jax.Array:
@@ -273,23 +527,21 @@ def ats_pieces(params: ATSParams, logits) -> jax.Array:
   return jnp.searchsorted(params.boundaries, conf.reshape(-1), side="left").astype(jnp.int32).reshape(conf.shape)
 
 
-def apply_ats(params: ATSParams, logits) -> jax.Array:
-  """Calibrated logits = logits / T_piece, with the piece chosen by the uncalibrated confidence ([..., K])."""
+def ats_temperatures(params: ATSParams, logits) -> jax.Array:
+  """The temperature ATS divides each example's logits by ([..., K] -> [...])."""
   logits = jnp.asarray(logits)
-  t = params.temperatures[ats_pieces(params, logits)]
-  return logits / t[..., None]
+  if params.centres is None:
+    return params.temperatures[ats_pieces(params, logits)]
+  conf = _top_confidence(logits, link=params.link)
+  if params.temperatures.shape[-1] == 1:
+    return jnp.broadcast_to(params.temperatures[0], conf.shape)
+  k = logits.shape[-1]
+  xk = ref_log_gap(params.centres.astype(conf.dtype), k)
+  j, w = _knot_weights(ref_log_gap(conf.reshape(-1), k), xk)
+  return _interp_temperature(j, w, params.temperatures).reshape(conf.shape)
 
 
-def apply_calibrator(params, logits) -> jax.Array:
-  """Dispatches to :func:`apply_temperature` or :func:`apply_ats` by the type of ``params``."""
-  if isinstance(params, TemperatureParams):
-    return apply_temperature(params, logits)
-  if isinstance(params, ATSParams):
-    return apply_ats(params, logits)
-  raise TypeError(f"params must be TemperatureParams or ATSParams; got {type(params).__name__}")
-
-
-def calibrated_probs(params, logits, link: Optional[Link] = None) -> jax.Array:
-  """``link(apply_calibrator(params, logits))``; ``link`` defaults to the link the params were fitted with."""
-  link = params.link if link is None else link
-  return link(apply_calibrator(params, logits))
+def apply_ats(params: ATSParams, logits) -> jax.Array:
+  """Calibrated logits = logits / T(c), T from the uncalibrated confidence c ([..., K] -> [..., K])."""
+  logits = jnp.asarray(logits)
+  return logits / ats_temperatures(params, logits)[..., None]

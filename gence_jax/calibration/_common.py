@@ -1,0 +1,142 @@
+"""Helpers shared by the calibrators: input checks, the link-generic NLL, top-label probability vectors."""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gence_jax.metrics import _validate
+
+Link = Callable[[jax.Array], jax.Array]
+
+
+def check_link(fn: str, link) -> None:
+  """The link must be a hashable callable (it is a static jit argument and static pytree metadata)."""
+  if not callable(link):
+    raise TypeError(f"{fn}: link must be a callable mapping logits [N, K] to probabilities; got {link!r}")
+  try:
+    hash(link)
+  except TypeError:
+    raise TypeError(
+      f"{fn}: link must be hashable: it is a static jit argument and static metadata of the params "
+      "(use a module-level function, functools.partial, or a bound method of a hashable object)"
+    ) from None
+
+
+def check_inputs(fn: str, logits, labels, where, link):
+  """Checks the link and (logits [N, K] float, labels [N] int, where [N] bool | None) with the metrics' checks.
+
+  Returns (logits, labels, valid) as jnp arrays, ``valid`` an [N] bool mask (all True when ``where`` is None).
+  Messages are the shared checks' ones, prefixed with the function name.
+  """
+  check_link(fn, link)
+  try:
+    logits, labels, where = _validate.check_logits(logits, labels, where)
+  except (TypeError, ValueError) as e:
+    raise type(e)(f"{fn}: {e}") from None
+  valid = jnp.ones(labels.shape, bool) if where is None else where
+  return logits, labels, valid
+
+
+def check_int(fn: str, name: str, value, low: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    raise ValueError(f"{fn}: {name} must be an integer >= {low}; got {value!r}")
+  return int(value)
+
+
+def check_real(fn: str, name: str, value, low: float = 0.0) -> float:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value >= low):
+    raise ValueError(f"{fn}: {name} must be a finite real number >= {low}; got {value!r}")
+  return float(value)
+
+
+def check_choice(fn: str, name: str, value, choices) -> str:
+  if value not in choices:
+    raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+  return value
+
+
+def log_probs(z: jax.Array, link: Link) -> jax.Array:
+  """log link(z): ``log_softmax`` when the link is ``jax.nn.softmax``, else ``log(max(link(z), tiny))`` (so sparse
+  links with exact zeros stay finite: about -87.3 in float32)."""
+  if link is jax.nn.softmax:
+    return jax.nn.log_softmax(z, axis=-1)
+  p = link(z)
+  return jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+
+
+def label_nll(logp: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example -log p_y from log-probabilities [N, K]."""
+  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def masked_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
+  n = jnp.maximum(jnp.sum(valid), 1).astype(values.dtype)
+  return jnp.sum(jnp.where(valid, values, 0), axis=0) / n
+
+
+@functools.partial(jax.jit, static_argnames=("link",))
+def top_confidence(logits: jax.Array, link: Link) -> jax.Array:
+  """max_k link(z)_k; one jitted function for fitting and prediction so both see the same rounding."""
+  return jnp.max(link(logits), axis=-1)
+
+
+def top_label_vector(probs: jax.Array, confidence: jax.Array) -> jax.Array:
+  """A probability vector whose top class (first argmax of ``probs``) gets ``confidence``.
+
+  The other classes share 1 - confidence in proportion to their probabilities:
+  p'_k = p_k (1 - c') / (1 - c) for k != argmax, with c = max_k p_k; uniformly when c = 1. The argmax is kept when
+  c' >= max_{k != top} p'_k (always when c' >= 1/2), not in general.
+  """
+  top = jnp.argmax(probs, axis=-1)
+  is_top = jax.nn.one_hot(top, probs.shape[-1], dtype=bool)
+  rest = jnp.sum(jnp.where(is_top, 0, probs), axis=-1, keepdims=True)
+  new = confidence[..., None].astype(probs.dtype)
+  k = probs.shape[-1]
+  share = jnp.where(rest > 0, probs * ((1 - new) / jnp.where(rest > 0, rest, 1)), (1 - new) / max(k - 1, 1))
+  return jnp.where(is_top, new, share)
+
+
+def renormalise(scores: jax.Array) -> jax.Array:
+  """Rows divided by their sum (one-vs-rest outputs); a row summing to 0 becomes uniform."""
+  s = jnp.sum(scores, axis=-1, keepdims=True)
+  k = scores.shape[-1]
+  return jnp.where(s > 0, scores / jnp.where(s > 0, s, 1), 1.0 / k)
+
+
+def link_name(link) -> str:
+  """A short JSON-able name for a link (for summaries)."""
+  if isinstance(link, functools.partial):
+    inner = link_name(link.func)
+    kw = ", ".join(f"{k}={v!r}" for k, v in sorted(link.keywords.items()))
+    return f"{inner}({kw})" if kw else inner
+  owner = getattr(getattr(link, "__self__", None), "name", None)
+  if isinstance(owner, str):  # a bound method of a named object, e.g. a registered loss's ``probs``
+    return f"{owner}.{link.__name__}"
+  name = getattr(link, "__qualname__", None) or getattr(link, "__name__", None)
+  if name is None:
+    return type(link).__name__
+  module = getattr(link, "__module__", "") or ""
+  if link is jax.nn.softmax:
+    return "softmax"
+  return f"{module}.{name}" if module and not module.startswith("jax") else name
+
+
+def equal_mass_boundaries(sorted_values: jax.Array, n: jax.Array, num_bins: int) -> jax.Array:
+  """Interior boundaries of ``num_bins`` equal-mass bins: b_j = the ceil(j n / M)-th smallest value, j = 1..M-1.
+
+  ``sorted_values`` [N] ascending, with the n valid values first (masked ones sorted to the end as +inf). A value v
+  falls in bin searchsorted(b, v, side="left"): bins are (b_{j-1}, b_j], a value equal to a boundary is in the lower
+  bin (the metrics' convention).
+  """
+  m = num_bins
+  if m == 1:
+    return jnp.zeros((0,), sorted_values.dtype)
+  j = jnp.arange(1, m, dtype=jnp.int32)
+  k = (j * n + m - 1) // m
+  return sorted_values[jnp.clip(k - 1, 0, max(sorted_values.shape[0] - 1, 0))]
