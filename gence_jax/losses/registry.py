@@ -16,6 +16,7 @@ the loss.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -25,9 +26,15 @@ import jax.numpy as jnp
 from gence_jax.losses import baselines, generative_ce as gence_lib, hooks, longtail, minimax_gce as mgce_lib
 
 
-def softmax_probs(logits: jax.typing.ArrayLike) -> jax.Array:
-  """The softmax link, p = softmax(z), used by every loss except MGCE."""
-  return jax.nn.softmax(logits, axis=-1)
+#: The softmax link, p = softmax(z) over the last axis, used by every loss except MGCE (the very function object
+#: `jax.nn.softmax`, so calibrators recognise it and compiled functions keyed on the link are shared).
+softmax_probs = jax.nn.softmax
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_link(link: Callable, items: tuple) -> Callable:
+  """`link` with hyper-parameters `items` bound: the same object for the same arguments."""
+  return functools.partial(link, **dict(items)) if items else link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +85,12 @@ class Loss:
   def probs(self, logits: jax.typing.ArrayLike) -> jax.Array:
     """Class probabilities under this loss's link."""
     return self.link(logits, **self.link_hparams)
+
+  @property
+  def probs_fn(self) -> Callable[[jax.Array], jax.Array]:
+    """The link as a one-argument function, the same object for equal losses (``jax.nn.softmax`` itself for the
+    softmax losses), so functions compiled for one run's link are reused by the next."""
+    return _bound_link(self.link, tuple(sorted(self.link_hparams.items())))
 
   def init_state(self) -> Any:
     """The initial state of a stateful loss; an empty dict for the others."""

@@ -23,6 +23,7 @@ from gence_jax.train.loop import train_and_evaluate
 from gence_jax.train.outputs import write_json
 from gence_jax.train.report import (
   COLUMNS,
+  STAGES,
   markdown_table,
   parse_columns,
   run_record,
@@ -54,6 +55,7 @@ def plan_grid(
         apply_overrides(config, overrides + [f"seed={seed}"])
         with config.unlocked():
           config.dataset.regimes = regime
+          config.outputs.reliability_plot = False  # the summary overlays the runs' diagrams per regime
         validate(config)  # every cell is checked before the first one trains
         run_dir = os.path.join(
           workdir, _slug(regime), spec.replace(":", "_").replace("=", "").replace(";", "_"), f"seed{seed}"
@@ -156,9 +158,14 @@ def _plots(grid: dict, workdir: str, num_bins: int) -> None:
   (first seed, before calibration)."""
   from gence_jax import plots
 
+  def stages(runs):
+    return [s for s in STAGES if all(s in r["test"] for r in runs)]
+
   ece = {
-    regime: {spec: {stage: [100 * r["test"][stage]["ece"] for r in runs] for stage in ("raw", "ts", "ats")}
-             for spec, runs in by_loss.items()}
+    regime: {
+      spec: {stage: [100 * r["test"][stage]["ece"] for r in runs] for stage in stages(runs)}
+      for spec, runs in by_loss.items()
+    }
     for regime, by_loss in grid.items()
   }
   plots.grouped_bars(ece, ylabel="test ECE (%)", path=os.path.join(workdir, "ece.png"))

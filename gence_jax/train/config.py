@@ -71,10 +71,14 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.calibration = ml_collections.ConfigDict()
   c.calibration.num_bins = 15
+  c.calibration.methods = ("ts", "ats")  # post-hoc calibrators fitted on validation (gence_jax.calibration.fit)
   c.calibration.ats_pieces = 3
   c.calibration.ats_min_count = 30
   c.calibration.bootstrap_resamples = 200  # Poisson-bootstrap intervals of the test metrics (0 = none)
   c.calibration.bootstrap_seed = 0  # the same resamples for every model and seed
+
+  c.outputs = ml_collections.ConfigDict()
+  c.outputs.reliability_plot = True  # reliability.png per run (compare draws one per regime instead)
 
   c.ood = ml_collections.ConfigDict()  # out-of-distribution detection with the selected model (gence_jax.train.ood)
   c.ood.datasets = ""  # comma-separated dataset names as for dataset.name (e.g. "tfds:svhn_cropped"); "" = none
@@ -194,6 +198,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config key 'dataset.val_fraction' must be in [0, 1), got {config.dataset.val_fraction}")
   if config.dataset.val_fraction == 0.0:
     raise ValueError("config key 'dataset.val_fraction' must be > 0: calibration and model selection need it")
+  from gence_jax import calibration
+
+  unknown = [m for m in config.calibration.methods if m not in calibration.available_methods()]
+  if unknown or not config.calibration.methods:
+    raise ValueError(
+      f"config key 'calibration.methods' {tuple(config.calibration.methods)}: each must be one of "
+      f"{list(calibration.available_methods())} (at least one)"
+    )
   if config.calibration.bootstrap_resamples < 0:
     raise ValueError(f"config key 'calibration.bootstrap_resamples' must be >= 0, got {config.calibration.bootstrap_resamples!r}")
   if config.train.steps_per_dispatch < 0:

@@ -75,22 +75,30 @@ def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0) ->
   return out
 
 
-def calibrate_and_score(loss, val, test, cfg) -> dict:
-  """Test metrics through the loss's link: raw, after TS and after ATS, both fitted on validation."""
+def _method_options(method: str, cfg) -> dict:
+  """The config's settings for a calibrator (ATS: pieces and minimum count; binned ones: the metric bins)."""
+  if method == "ats":
+    return {"num_pieces": cfg.ats_pieces, "min_count": cfg.ats_min_count}
+  return {}
+
+
+def calibrate_and_score(loss, val, test, cfg, *, bootstrap: bool = True) -> dict:
+  """Test metrics through the loss's link, raw and after each calibrator of ``cfg.methods`` fitted on validation
+  (`gence_jax.calibration.fit`), plus the validation metrics (``val_raw``) and each calibrator's fitted summary.
+  ``bootstrap``: intervals for the test metrics (``cfg.bootstrap_resamples`` resamples)."""
   (val_logits, val_labels), (test_logits, test_labels) = val, test
-  ts = calibration.fit_temperature(val_logits, val_labels, link=loss.probs)
-  ats = calibration.fit_ats(
-    val_logits, val_labels, link=loss.probs, num_pieces=cfg.ats_pieces, min_count=cfg.ats_min_count
-  )
-  boot = dict(bootstrap=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
-  return {
-    "raw": score(loss.probs(test_logits), test_labels, cfg.num_bins, **boot),
-    "ts": score(calibration.calibrated_probs(ts, test_logits), test_labels, cfg.num_bins, **boot),
-    "ats": score(calibration.calibrated_probs(ats, test_logits), test_labels, cfg.num_bins, **boot),
-    "temperature": float(ts.temperature),
-    "ats_temperatures": np.asarray(ats.temperatures).tolist(),
-    "val_raw": score(loss.probs(val_logits), val_labels, cfg.num_bins),
-  }
+  boot = dict(bootstrap=cfg.bootstrap_resamples if bootstrap else 0, seed=cfg.bootstrap_seed)
+  out = {"raw": score(loss.probs(test_logits), test_labels, cfg.num_bins, **boot), "calibrators": {}}
+  for method in cfg.methods:
+    cal = calibration.fit(method, val_logits, val_labels, link=loss.probs_fn, **_method_options(method, cfg))
+    out[method] = score(cal.probs(test_logits), test_labels, cfg.num_bins, **boot)
+    out["calibrators"][method] = cal.summary()
+  if "ts" in out["calibrators"]:
+    out["temperature"] = out["calibrators"]["ts"]["temperature"]
+  if "ats" in out["calibrators"]:
+    out["ats_temperatures"] = out["calibrators"]["ats"]["temperatures"]
+  out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins)
+  return out
 
 
 def improves(scores: dict, best: dict | None) -> bool:

@@ -26,8 +26,15 @@ from gence_jax.train.errors import RunIdentityError, RunLockedError
 IDENTITY_FILE = "run.json"
 LOCK_FILE = ".lock"
 #: Config keys that cannot change what a run computes (progress bar, log frequency, data threads, checkpoints
-#: kept, how processes find each other).
-IGNORED_KEYS = ("train.progress", "train.log_every_steps", "train.data_workers", "train.keep_checkpoints", "distributed.")
+#: kept, the per-run plot, how processes find each other).
+IGNORED_KEYS = (
+  "train.progress",
+  "train.log_every_steps",
+  "train.data_workers",
+  "train.keep_checkpoints",
+  "outputs.reliability_plot",
+  "distributed.",
+)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

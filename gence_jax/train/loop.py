@@ -341,11 +341,17 @@ def finalize(run: Run, last: TrainState) -> tuple[dict, dict]:
     "processes": jax.process_count(),
     "checkpoints": {},
   }
-  arrays = {}
+  arrays, done = {}, {}
   for name, (state, record) in _choice_states(run, last).items():
+    if record.get("step") in done and name != "val":  # the same state as an earlier choice: the same numbers
+      results["checkpoints"][name] = {**record, "test": results["checkpoints"][done[record["step"]]]["test"]}
+      continue
     val = predict_split(run.executor, state, run.data, "val", bs)
     test = predict_split(run.executor, state, run.data, "test", bs)
-    results["checkpoints"][name] = {**record, "test": calibrate_and_score(run.loss, val, test, cfg.calibration)}
+    # bootstrap intervals for the reported (best-on-validation) choice only
+    scores = calibrate_and_score(run.loss, val, test, cfg.calibration, bootstrap=name == "val")
+    results["checkpoints"][name] = {**record, "test": scores}
+    done.setdefault(record.get("step"), name)
     if name == "val":
       arrays = {"state": state, "val": val, "test": test}
   chosen = results["checkpoints"]["val"]
@@ -425,6 +431,7 @@ def _run(config, workdir: str, ident: dict) -> dict:
       title=f"{run.data.name} test, {run.loss.name}",
       num_bins=config.calibration.num_bins,
       ood_arrays=arrays.get("ood"),
+      plot=config.outputs.reliability_plot,
     )
     end = {"event": "end", "step": run.total_steps, "test": results["test"]}
     if "ood" in results:

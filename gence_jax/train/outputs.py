@@ -45,9 +45,11 @@ class MetricsWriter:
         f.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
 
 
-def write_run_outputs(workdir: str, results: dict, *, loss, val, test, title: str, num_bins: int, ood_arrays=None):
+def write_run_outputs(
+  workdir: str, results: dict, *, loss, val, test, title: str, num_bins: int, ood_arrays=None, plot: bool = True
+):
   """``results.json``, ``predictions.npz`` (validation and test logits, test probabilities through the loss's link),
-  ``ood_scores.npz`` (with OOD sets) and the test ``reliability.png``, in `workdir` (process 0 only)."""
+  ``ood_scores.npz`` (with OOD sets) and (``plot``) the test ``reliability.png``, in `workdir` (process 0 only)."""
   if jax.process_index() != 0:
     return
   if ood_arrays is not None:
@@ -61,9 +63,10 @@ def write_run_outputs(workdir: str, results: dict, *, loss, val, test, title: st
     val_logits=val[0],
     val_labels=val[1],
   )
-  from gence_jax import plots
+  if plot:
+    from gence_jax import plots
 
-  plots.reliability_diagram(
-    {loss.name: (test_probs, test[1])}, num_bins=num_bins, path=os.path.join(workdir, "reliability.png"), title=title
-  )
+    plots.reliability_diagram(
+      {loss.name: (test_probs, test[1])}, num_bins=num_bins, path=os.path.join(workdir, "reliability.png"), title=title
+    )
   write_json(os.path.join(workdir, "results.json"), results)  # last: its presence marks a finished run

@@ -21,10 +21,13 @@ from typing import Sequence
 import numpy as np
 
 from gence_jax import stats
+from gence_jax.calibration import available_methods
 from gence_jax.train.evaluate import ESTIMATORS, REPORTED, SELECTIONS
 from gence_jax.train.specs import parse_loss_spec
 
-STAGES = ("raw", "ts", "ats")
+
+#: "raw" (the loss's link) and every post-hoc calibrator a run may report (``calibration.methods``).
+STAGES = ("raw", *available_methods())
 SELECTED_SUFFIX = " (selected on validation)"
 OOD_TABLE_METRICS = (("auroc", "AUROC"), ("aupr_in", "AUPR-In"), ("fpr95", "FPR95"))
 P_MARK = 0.05
@@ -188,6 +191,8 @@ def _metric_getters(runs: list) -> dict:
   """``{"<metric>_<stage>": getter}`` for every test metric all runs have, and the loss report's numbers."""
   getters = {}
   for stage in STAGES:
+    if not all(stage in r["test"] for r in runs):
+      continue
     for metric, value in runs[0]["test"][stage].items():
       if metric == "bootstrap" and all("bootstrap" in r["test"][stage] for r in runs):
         for m, iv in value.items():
