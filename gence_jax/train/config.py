@@ -67,6 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 20
   c.train.progress = True
   c.train.data_workers = 0  # > 0: threads preparing training batches ahead (same batches; keeps a fast GPU fed)
+  c.train.mix = "none"  # "mixup" (Zhang et al. 2018) or "cutmix" (Yun et al. 2019; images): mixed in the step
+  c.train.mix_alpha = 1.0  # lambda ~ Beta(alpha, alpha)
   c.train.steps_per_dispatch = 0  # steps per device dispatch (lax.scan); 0 = up to the next log/checkpoint/epoch
 
   c.calibration = ml_collections.ConfigDict()
@@ -179,6 +181,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "optimizer.schedule", SCHEDULES)
   _choice(config, "train.dtype", DTYPES)
   _choice(config, "train.mode", MODES)
+  _choice(config, "train.mix", ("none", "mixup", "cutmix"))
+  if not config.train.mix_alpha > 0:
+    raise ValueError(f"config key 'train.mix_alpha' must be > 0, got {config.train.mix_alpha!r}")
   positive = {
     "train.epochs": config.train.epochs,
     "train.batch_size": config.train.batch_size,

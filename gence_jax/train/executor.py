@@ -122,12 +122,14 @@ _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 8
 
 
-def make_executor(mode: str, model, loss, tx, *, l1: float, cache_key: Hashable | None = None) -> Executor:
+def make_executor(
+  mode: str, model, loss, tx, *, l1: float, mix: Callable | None = None, cache_key: Hashable | None = None
+) -> Executor:
   """The executor for ``train.mode`` (``"jit"`` or ``"pmap"``) running `model` trained with `loss` and `tx`.
 
   With ``cache_key`` (a hashable description of `loss` and `tx`, e.g. their configs), an executor built earlier in
   this process for an equal (mode, model, cache_key, l1) is reused with its compiled functions: the runs of a grid
-  that differ only in seed or data regime compile once."""
+  that differ only in seed or data regime compile once (`cache_key` must then also describe `mix`)."""
   key = None
   if cache_key is not None:
     try:
@@ -139,7 +141,7 @@ def make_executor(mode: str, model, loss, tx, *, l1: float, cache_key: Hashable 
     _CACHE.move_to_end(key)
     return _CACHE[key]
   axis_name = "data" if mode == "pmap" else None
-  step = make_train_step(model, loss, tx, l1=l1, axis_name=axis_name)
+  step = make_train_step(model, loss, tx, l1=l1, axis_name=axis_name, mix=mix)
   executor = EXECUTORS[mode](step, make_predict(model))
   if key is not None:
     _CACHE[key] = executor

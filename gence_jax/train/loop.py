@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from gence_jax import losses, models
 from gence_jax.data import load_dataset
+from gence_jax.data.mixing import get_mix
 from gence_jax.data.pipeline import input_key
 from gence_jax.train import distributed, identity, ood
 from gence_jax.train.checkpoint import Checkpointer
@@ -161,8 +162,18 @@ def setup(config, workdir: str) -> Run:
   tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
   init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
   l1 = l1_lambda(config, loss)
-  cache_key = (repr(sorted(loss.hparams.items())), loss.name, repr(config.optimizer.to_dict()), total_steps, steps_per_epoch)
-  executor = make_executor(config.train.mode, model, loss, tx, l1=l1, cache_key=cache_key)
+  if config.train.mix == "cutmix" and len(data.input_shape) != 3:
+    raise ConfigError(f"config key 'train.mix': cutmix needs images [H, W, C], got inputs of shape {data.input_shape}")
+  mix = get_mix(config.train.mix, config.train.mix_alpha)
+  cache_key = (
+    repr(sorted(loss.hparams.items())),
+    loss.name,
+    repr(config.optimizer.to_dict()),
+    total_steps,
+    steps_per_epoch,
+    (config.train.mix, config.train.mix_alpha),
+  )
+  executor = make_executor(config.train.mode, model, loss, tx, l1=l1, mix=mix, cache_key=cache_key)
   state = _initial_state(config, model, tx, loss, data, executor, init_key)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
   run = Run(

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gence_jax.data.mixing import mixed_loss
 from gence_jax.losses import Loss, mgce_l1_penalty
 
 
@@ -76,9 +77,19 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(
-  model, loss: Loss, tx: optax.GradientTransformation, *, l1: float = 0.0, axis_name: str | None = None
+  model,
+  loss: Loss,
+  tx: optax.GradientTransformation,
+  *,
+  l1: float = 0.0,
+  axis_name: str | None = None,
+  mix: Callable | None = None,
 ) -> Callable:
-  """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path."""
+  """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path.
+
+  ``mix(key, x) -> (x, perm, lambda)`` (`gence_jax.data.mixing.get_mix`: mixup or CutMix) mixes each batch with a
+  key folded from the step's key, and the loss becomes lambda l(z, y) + (1 - lambda) l(z, y[perm]) (under pmap
+  each device mixes its own rows)."""
 
   def psum(x):
     return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -88,6 +99,8 @@ def make_train_step(
     if axis_name is not None:  # pmap: each device draws dropout for its own rows, not a copy of device 0's masks
       step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
     x, labels, mask = batch["x"], batch["label"], batch["mask"]
+    if mix is not None:
+      x, perm, lam = mix(jax.random.fold_in(step_key, 1), x)
     count = jnp.maximum(psum(jnp.sum(mask, dtype=jnp.float32)), 1.0)
     has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
 
@@ -98,7 +111,10 @@ def make_train_step(
         logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": step_key})
       else:
         logits, updates = model.apply(variables, x, train=True, rngs={"dropout": step_key}), {}
-      per_example = per_example_loss(loss, logits, labels, mask, state.loss_state, axis_name)
+      def per_example(y):
+        return per_example_loss(loss, logits, y, mask, state.loss_state, axis_name)
+
+      per_example = per_example(labels) if mix is None else mixed_loss(per_example, labels, perm, lam)
       # this device's share of the global mean; the psum of the shares is the global objective
       value = jnp.sum(per_example) / count
       if l1 > 0:
