@@ -79,6 +79,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.calibration.bootstrap_resamples = 200  # Poisson-bootstrap intervals of the test metrics (0 = none)
   c.calibration.bootstrap_seed = 0  # the same resamples for every model and seed
 
+  c.longtail = ml_collections.ConfigDict()  # shot groups of the long-tail metrics (Liu et al. 2019)
+  c.longtail.many_threshold = 100  # many-shot: more than this many training examples
+  c.longtail.few_threshold = 20  # few-shot: fewer than this many; medium: in between
+
   c.outputs = ml_collections.ConfigDict()
   c.outputs.reliability_plot = True  # reliability.png per run (compare draws one per regime instead)
 

@@ -18,6 +18,14 @@ REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
 #: Estimators reported next to the binned ones (`gence_jax.metrics`): Kumar et al.'s debiased L2 calibration error,
 #: RMSCE on equal-mass bins, the smooth ECE of Blasiok & Nakkiran.
 ESTIMATORS = ("adaptive_ece", "l2_ce", "l2_ce_debiased", "rmsce", "smooth_ece")
+#: Long-tail summaries (`gence_jax.metrics.longtail_metrics`, shot groups from the training split's class counts).
+LONGTAIL = (
+  "balanced_accuracy",
+  "many_shot_accuracy",
+  "medium_shot_accuracy",
+  "few_shot_accuracy",
+  "mean_per_class_ece",
+)
 
 #: The checkpoint choices a run records (``results.json["checkpoints"]``; ``compare --selection`` picks one).
 SELECTIONS = {
@@ -80,6 +88,15 @@ def _method_options(method: str, cfg) -> dict:
   if method == "ats":
     return {"num_pieces": cfg.ats_pieces, "min_count": cfg.ats_min_count}
   return {}
+
+
+def longtail_scores(probs, labels, class_counts, cfg) -> dict:
+  """:data:`LONGTAIL` summaries and the per-class accuracy and top-label ECE ([K] lists, NaN for classes without
+  test examples), with the shot thresholds of ``cfg`` (``longtail`` config block)."""
+  out = metrics.longtail_metrics(
+    probs, labels, class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold
+  )
+  return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in out.items()}
 
 
 def calibrate_and_score(loss, val, test, cfg, *, bootstrap: bool = True) -> dict:

@@ -35,7 +35,14 @@ from gence_jax.train import distributed, identity, ood
 from gence_jax.train.checkpoint import Checkpointer
 from gence_jax.train.config import validate
 from gence_jax.train.errors import ConfigError, RunIdentityError, WorkdirError
-from gence_jax.train.evaluate import REPORTED, calibrate_and_score, predict_arrays, predict_split, score
+from gence_jax.train.evaluate import (
+  REPORTED,
+  calibrate_and_score,
+  longtail_scores,
+  predict_arrays,
+  predict_split,
+  score,
+)
 from gence_jax.train.executor import Executor, make_executor
 from gence_jax.train.optim import make_optimizer
 from gence_jax.train.outputs import MetricsWriter, write_run_outputs
@@ -365,6 +372,10 @@ def finalize(run: Run, last: TrainState) -> tuple[dict, dict]:
     done.setdefault(record.get("step"), name)
     if name == "val":
       arrays = {"state": state, "val": val, "test": test}
+  counts = np.bincount(run.data.y_train, minlength=run.data.num_classes)
+  probs = run.loss.probs(arrays["test"][0])
+  results["checkpoints"]["val"]["test"]["raw"].update(longtail_scores(probs, arrays["test"][1], counts, cfg.longtail))
+  results["train_class_counts"] = counts.tolist()
   chosen = results["checkpoints"]["val"]
   results["selected"] = {"by": "validation accuracy (ties: lower validation NLL)", **{k: v for k, v in chosen.items() if k != "test"}}
   results["test"] = chosen["test"]

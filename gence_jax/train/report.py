@@ -22,7 +22,7 @@ import numpy as np
 
 from gence_jax import stats
 from gence_jax.calibration import available_methods
-from gence_jax.train.evaluate import ESTIMATORS, REPORTED, SELECTIONS
+from gence_jax.train.evaluate import ESTIMATORS, LONGTAIL, REPORTED, SELECTIONS
 from gence_jax.train.specs import parse_loss_spec
 
 
@@ -252,7 +252,7 @@ def parse_columns(items: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
   if not items:
     return COLUMNS
   out = []
-  known = (*REPORTED, *ESTIMATORS)
+  known = (*REPORTED, *ESTIMATORS, *LONGTAIL)
   known_ci = tuple(f"{m}_ci" for m in (*REPORTED, "adaptive_ece"))
   for item in items:
     metric, _, stage = item.partition(":")
