@@ -185,3 +185,21 @@ def test_grouping_of_steps_does_not_change_the_numbers(tmp_path):
   for name in ("chunks_and_logs", "chunks_of_3"):
     for x, y in zip(ref, jax.tree_util.tree_leaves(params[name])):
       assert np.array_equal(np.asarray(x), np.asarray(y)), name
+
+
+def test_what_a_nan_logit_does_to_each_loss():
+  # the README's statement: NaN in its row for every loss but GenCE, every row for GenCE (shared class sums); and
+  # `checked` raises on it
+  import jax.numpy as jnp
+
+  from gence_jax.losses import LossInputError, available_losses, checked, gence, get_loss
+
+  z = jnp.array([[1.0, 2.0, 3.0], [np.nan, 0.0, 1.0], [0.5, 0.2, 0.1]])
+  y = jnp.array([0, 1, 2])
+  for name in available_losses():
+    loss = get_loss(name, data={"class_counts": (5, 3, 2)})
+    out = np.asarray(loss.per_example(z, y, state=loss.init_state() if loss.stateful else None))
+    want = [False, True, False] if name != "gence" else [True, True, True]
+    assert np.isnan(out).tolist() == want, name
+  with pytest.raises(LossInputError):
+    checked(gence)(z, y)
