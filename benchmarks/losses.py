@@ -5,12 +5,14 @@ Usage::
     python benchmarks/losses.py                       # all shapes, 30 repeats, MRCpy peer if importable
     python benchmarks/losses.py --shapes 128x10,1024x100 --repeats 50 --json results.json
     python benchmarks/losses.py --no-peer
+    python benchmarks/losses.py --losses gence,mgce --betas 1,1.43,2,3.33,8,64 --shapes 1024x100,4096x1000
 
 For every (batch, classes) shape and every loss in `gence_jax.losses.available_losses()` (default hyper-parameters;
-MGCE at beta in {1, 1.43, 2, 11}) it times ``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in
-the same process as ``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, round-robin (each
-round times CE and then every loss once, so load from other processes hits all alike), and reports the median wall
-time (``block_until_ready``, after warm-up) and the median over rounds of the ratio to CE's time in that round.
+MGCE at beta in {1, 1.43, 2, 3.33, 8, 64}, or ``--betas``; ``--losses`` keeps some losses only) it times
+``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in the same process as
+``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, round-robin (each round times CE and then
+every loss once, so load from other processes hits all alike), and reports the median wall time
+(``block_until_ready``, after warm-up) and the median over rounds of the ratio to CE's time in that round.
 
 When torch and MRCpy are importable, MGCE is also timed against MRCpy's PyTorch implementation
 (``mgce_loss(K, beta).get_gradient(logits, labels)``, which returns the gradient of the batch mean and the mean loss:
@@ -41,7 +43,7 @@ import optax
 from gence_jax.losses import available_losses, get_loss
 
 DEFAULT_SHAPES = "128x10,1024x100,4096x1000"
-MGCE_BETAS = (1.0, 1.43, 2.0, 11.0)
+MGCE_BETAS = (1.0, 1.43, 2.0, 3.33, 8.0, 64.0)
 
 
 def _parse_shapes(text):
@@ -77,12 +79,14 @@ def _loadavg():
     return None
 
 
-def _loss_variants():
-  """(label, Loss) for every registered loss at default hparams; MGCE at each beta in MGCE_BETAS."""
+def _loss_variants(names=None, betas=MGCE_BETAS):
+  """(label, Loss) for every registered loss (or those in `names`) at default hparams; MGCE at each beta in `betas`."""
   variants = []
   for name in available_losses():
+    if names is not None and name not in names:
+      continue
     if name == "mgce":
-      variants += [(f"mgce (beta={b:g})", get_loss("mgce", beta=b)) for b in MGCE_BETAS]
+      variants += [(f"mgce (beta={b:g})", get_loss("mgce", beta=b)) for b in betas]
     else:
       variants.append((name, get_loss(name)))
   return variants
@@ -163,13 +167,21 @@ def main(argv=None):
     help="torch.set_num_threads for MRCpy (default: torch's own default). On a small, shared "
     "machine 1 thread avoids OpenMP barrier stalls when another process takes a core",
   )
+  parser.add_argument("--losses", default=None, help="comma-separated registered loss names to time (default: all)")
+  parser.add_argument(
+    "--betas", default=",".join(f"{b:g}" for b in MGCE_BETAS), help="comma-separated MGCE betas (and MRCpy's)"
+  )
   parser.add_argument("--json", default=None, help="write all results to this JSON file")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 
   shapes = _parse_shapes(args.shapes)
-  variants = _loss_variants()
-  peer = None if args.no_peer else _peer()
+  betas = tuple(float(b) for b in args.betas.split(","))
+  names = None if args.losses is None else set(n.strip() for n in args.losses.split(","))
+  if names is not None and (unknown := names - set(available_losses())):
+    parser.error(f"--losses: unknown {sorted(unknown)}; registered: {', '.join(available_losses())}")
+  variants = _loss_variants(names, betas)
+  peer = None if args.no_peer or not any(label.startswith("mgce") for label, _ in variants) else _peer()
   rng = np.random.default_rng(args.seed)
   data = {}
   for b, k in shapes:
@@ -195,7 +207,14 @@ def main(argv=None):
     env["torch_threads"] = peer[0].get_num_threads()
     env["MRCpy"] = getattr(MRCpy, "__version__", "?")
 
-  results = {"env": env, "repeats": args.repeats, "shapes": [f"{b}x{k}" for b, k in shapes], "jax": [], "peer": []}
+  results = {
+    "env": env,
+    "command": " ".join(["benchmarks/losses.py"] + (sys.argv[1:] if argv is None else list(argv))),
+    "repeats": args.repeats,
+    "shapes": [f"{b}x{k}" for b, k in shapes],
+    "jax": [],
+    "peer": [],
+  }
   ce_ms = {}
   table = {}
   t_start = time.perf_counter()
@@ -254,7 +273,7 @@ def main(argv=None):
     )
     lines.append("| beta | shape | gence_jax ms | MRCpy ms (n) | speed-up |")
     lines.append("|---|---|---|---|---|")
-    for beta in MGCE_BETAS:
+    for beta in betas:
       for b, k in shapes:
         jax_ms = table[(f"mgce (beta={beta:g})", (b, k))]
         try:

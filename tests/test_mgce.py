@@ -266,3 +266,60 @@ def test_l1_penalty_by_hand():
   np.testing.assert_allclose(g["w"], 0.1 * np.sign(params["w"]))
   with pytest.raises(ValueError, match="lam"):
     mgce_l1_penalty(params, lam=-1.0)
+
+
+@pytest.mark.parametrize("p", [0.43, 1.43, 2.33, 7.7, 63.3, 0.5, 7.0, 63.5])
+def test_power_kernel_matches_float64(p):
+  # psi^p on the support, 0 off it: bit-level exp2/log2 for general p, multiplications for (half-)integers.
+  from gence_jax.losses import minimax_gce as impl
+
+  rng = np.random.default_rng(12)
+  lin = np.concatenate([np.logspace(-6, 0, 4001), rng.uniform(0, 1, 4000), -rng.uniform(0, 3, 100), [0.0]])
+  lin = lin.astype(np.float32)
+  got = np.asarray(jax.jit(lambda v: impl._pow_support(v, p))(lin), np.float64)
+  psi = np.asarray(lin, np.float64)
+  want = np.where(psi > 0, np.maximum(psi, 1e-300) ** p, 0.0)
+  assert np.all(got[psi <= 0] == 0.0)
+  # float32 rounding: of y = p log2(psi) for exp2 (~1.2e-7 |y|), or one rounding per multiplication, compounded
+  # by the squarings (~1.2e-7 p), for (half-)integer p
+  tol = 2.5e-7 * (1.0 + np.abs(p * np.log2(np.where(psi > 0, psi, 1.0)))) + 1.2e-7 * p
+  assert np.all(np.abs(got - want) <= tol * want + 1e-30), np.max(np.abs(got - want) / (want + 1e-30))
+
+
+@pytest.mark.parametrize("beta", [1.43, 1.5, 2.5, 3.33, 8.0, 20.7, 64.0])
+def test_many_classes_match_scipy(beta):
+  # K = 300: wide rows, large supports for large beta (Newton/Halley passes) and small ones for small beta.
+  z, y = _data(n=12, k=300, scale=2.0, seed=int(beta * 7))
+  nus, loss, grad, probs = ref_all(z, y, beta)
+  np.testing.assert_allclose(mgce(z, y, beta=beta), loss, rtol=1e-5, atol=2e-5)
+  g = jax.grad(lambda z: mgce(z, y, beta=beta).sum())(jnp.asarray(z))
+  np.testing.assert_allclose(g, grad, atol=2e-5)
+  np.testing.assert_allclose(np.asarray(g).sum(-1), 0.0, atol=2e-6)  # w is normalised where it was computed
+  np.testing.assert_allclose(mgce_probs(z, beta=beta), probs, atol=2e-5)
+  with jax.enable_x64(True):
+    z64 = jnp.asarray(z, jnp.float64)
+    np.testing.assert_allclose(mgce_nu(z64, beta=beta), nus, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("beta", [1.43, 3.33, 64.0])
+def test_newton_passes_nan_rows_and_max_iter(beta):
+  z, y = _data(n=6, k=9, scale=5.0, seed=21)
+  ref = ref_all(z, y, beta)[1]
+  loose = np.asarray(mgce(z, y, beta=beta, max_iter=1))
+  if beta < 10.0:  # (at beta = 64 a single Halley step from t = 0 is already at float32 accuracy)
+    assert np.max(np.abs(loose - ref)) > 10 * np.max(np.abs(np.asarray(mgce(z, y, beta=beta)) - ref))
+  z[2, 3], z[4, 0] = np.nan, -np.inf
+  got = np.asarray(jax.jit(lambda z: mgce(z, y, beta=beta, max_iter=10**6))(z))
+  assert np.isnan(got[2]) and np.isnan(got[4]) and np.all(np.isfinite(got[[0, 1, 3, 5]]))
+
+
+@pytest.mark.parametrize("beta", [1.43, 1.5, 3.33])
+def test_probs_gradient_matches_finite_differences(beta):
+  # float32 autodiff through the link h = psi^beta / sum psi^beta (bit-level powers carry an explicit derivative,
+  # the half-integer root a finite one at psi = 0) against central differences of the float64 reference.
+  z, y = _data(n=4, k=6, seed=31)
+  v = np.random.default_rng(32).normal(size=z.shape)
+  g = np.asarray(jax.grad(lambda z: jnp.sum(mgce_probs(z, beta=beta) * v))(jnp.asarray(z)))
+  assert np.all(np.isfinite(g))
+  fd = central_difference(lambda zz: np.sum(ref_all(zz, y, beta)[3] * v), z)
+  np.testing.assert_allclose(g, fd, atol=2e-3)

@@ -50,3 +50,12 @@ def test_mgce_in_blocks_matches_reference(small_blocks, beta):
   np.testing.assert_allclose(mgce_probs(z, beta=beta), probs, atol=2e-5)
   g = jax.grad(lambda z: jnp.sum(mgce(z, y, beta=beta)))(jnp.asarray(z))
   np.testing.assert_allclose(g, grad, atol=2e-5)
+
+
+@pytest.mark.parametrize("beta", [3.33, 64.0])
+def test_mgce_newton_passes_in_blocks_match_reference(small_blocks, beta):
+  z, y = _data(23, small_blocks, seed=int(beta * 3))
+  _, loss, grad, probs = ref_all(z, y, beta)
+  np.testing.assert_allclose(mgce(z, y, beta=beta), loss, rtol=1e-5, atol=2e-5)
+  g = jax.grad(lambda z: jnp.sum(mgce(z, y, beta=beta)))(jnp.asarray(z))
+  np.testing.assert_allclose(g, grad, atol=2e-5)
