@@ -1,7 +1,10 @@
 """Where the train step runs: one interface, two small builders (`jax.jit` over a device mesh, or `jax.pmap`).
 
 An executor places the train state on devices, runs a chunk of steps (``lax.scan`` over a leading step axis, so one
-dispatch runs several steps) and predicts logits. Batches are this process's rows of each global batch, as
+dispatch runs several steps) and predicts logits. A chunk of n steps runs as scans whose lengths are the powers of
+two in n's binary expansion (a single step as the plain jitted step), so a run compiles a handful of scan lengths
+whatever its epoch, log and checkpoint boundaries; every scan runs the same step body, so the grouping does not change
+the numbers. Batches are this process's rows of each global batch, as
 ``{"x", "label", "mask"}`` NumPy arrays with a leading step axis: ``[steps, rows, ...]``.
 
 * `JitExecutor`: the batch is one global array sharded over the mesh's ``data`` axis, the state replicated and
@@ -16,6 +19,7 @@ import collections
 from typing import Callable, Hashable, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -37,6 +41,30 @@ class Executor(Protocol):
   def predict(self, state: TrainState, x: np.ndarray) -> jax.Array: ...
 
 
+def _parts(n: int) -> list[int]:
+  """The powers of two that sum to n, largest first (13 -> [8, 4, 1])."""
+  return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
+
+
+def _run_in_parts(run_scan: Callable, run_one: Callable, state, batches: dict, key, step_axis: int = 0):
+  """`batches` ([n, ...] arrays) through ``run_scan`` for each power-of-two part (``run_one`` for a single step);
+  the metrics of the parts concatenated along their step axis (1 under pmap, after the device axis)."""
+  n = len(next(iter(batches.values())))
+  metrics, start = [], 0
+  for size in _parts(n):
+    part = {k: v[start : start + size] for k, v in batches.items()}
+    if size == 1:
+      state, m = run_one(state, {k: v[0] for k, v in part.items()}, key)
+      m = jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, step_axis), m)
+    else:
+      state, m = run_scan(state, part, key)
+    metrics.append(m)
+    start += size
+  if len(metrics) == 1:
+    return state, metrics[0]
+  return state, jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=step_axis), *metrics)
+
+
 class JitExecutor:
   """`jax.jit` with `NamedSharding`s over a one-axis mesh of every device (all processes)."""
 
@@ -49,6 +77,12 @@ class JitExecutor:
     self._run = jax.jit(
       make_multi_step(train_step),
       in_shardings=(self.replicated, self.step_rows, self.replicated),
+      out_shardings=(self.replicated, self.replicated),
+      donate_argnums=0,
+    )
+    self._step = jax.jit(
+      train_step,
+      in_shardings=(self.replicated, self.rows, self.replicated),
       out_shardings=(self.replicated, self.replicated),
       donate_argnums=0,
     )
@@ -67,7 +101,13 @@ class JitExecutor:
     return jax.device_put(key, self.replicated)
 
   def run(self, state, batches, key):
-    return self._run(state, to_device(batches, self.step_rows), key)
+    return _run_in_parts(
+      lambda s, b, k: self._run(s, to_device(b, self.step_rows), k),
+      lambda s, b, k: self._step(s, to_device(b, self.rows), k),
+      state,
+      batches,
+      key,
+    )
 
   def predict(self, state, x):
     return self._predict(state, to_device({"x": x}, self.rows)["x"])
@@ -81,6 +121,7 @@ class PmapExecutor:
       raise ValueError("config key 'train.mode': the pmap path runs on one host; use 'jit' for multi-host runs")
     self.devices = jax.local_devices()
     self._run = jax.pmap(make_multi_step(train_step), axis_name="data", donate_argnums=0, in_axes=(0, 0, None))
+    self._step = jax.pmap(train_step, axis_name="data", donate_argnums=0, in_axes=(0, 0, None))
     self._predict = jax.pmap(predict, axis_name="data")
 
   def place_state(self, state):
@@ -109,7 +150,14 @@ class PmapExecutor:
     return np.swapaxes(x.reshape(x.shape[0], n, -1, *x.shape[2:]), 0, 1)
 
   def run(self, state, batches, key):
-    state, metrics = self._run(state, {k: self._split(np.asarray(v), True) for k, v in batches.items()}, key)
+    state, metrics = _run_in_parts(
+      lambda s, b, k: self._run(s, {n: self._split(np.asarray(v), True) for n, v in b.items()}, k),
+      lambda s, b, k: self._step(s, {n: self._split(np.asarray(v), False) for n, v in b.items()}, k),
+      state,
+      batches,
+      key,
+      step_axis=1,
+    )
     return state, jax.tree_util.tree_map(lambda m: m[0], metrics)
 
   def predict(self, state, x):

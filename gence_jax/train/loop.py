@@ -204,10 +204,13 @@ def setup(config, workdir: str) -> Run:
 def chunk_length(step: int, run: Run) -> int:
   """Steps in the chunk starting at `step`: up to the next log, checkpoint or epoch boundary (absolute step
   multiples, so a resumed run cuts the same chunks), at most ``train.steps_per_dispatch`` (0: as many as fit in
-  :data:`CHUNK_BYTES` of batches). Every chunk runs the same compiled step body, so how steps are grouped does not
-  change the numbers (tested: log frequency and steps per dispatch give bit-identical parameters)."""
+  :data:`CHUNK_BYTES` of batches; 1 for a convolutional model on a CPU). Every chunk runs the same step body, so how
+  steps are grouped does not change the numbers (tested: log frequency and steps per dispatch give bit-identical
+  parameters)."""
   cfg = run.config.train
   limit = cfg.steps_per_dispatch
+  if limit == 0 and _conv_on_cpu(run.state):
+    limit = 1  # XLA's CPU backend compiles a convolution's weight gradient inside a loop badly (jax-ml/jax#12868)
   if limit == 0:
     row_bytes = int(np.prod(run.data.input_shape)) * 4 + 8
     limit = max(1, CHUNK_BYTES // (row_bytes * cfg.batch_size))
@@ -215,6 +218,11 @@ def chunk_length(step: int, run: Run) -> int:
   for every in (cfg.log_every_steps, cfg.checkpoint_every_steps, run.steps_per_epoch):
     ends.append((step // every + 1) * every)
   return max(1, min(limit, min(ends) - step))
+
+
+def _conv_on_cpu(state: TrainState) -> bool:
+  """Whether the model has convolutions (a parameter with 4 or more axes) and runs on a CPU."""
+  return jax.default_backend() == "cpu" and any(np.ndim(p) >= 4 for p in jax.tree_util.tree_leaves(state.params))
 
 
 def _stack(batches: list[dict], key: str) -> dict:
