@@ -9,6 +9,8 @@
   `ldam_drw`, `class_balanced_ce` (+ `effective_number_weights`), `balanced_softmax`.
 * `get_loss(name, **hparams)`: a `Loss` with ``per_example`` and ``probs`` (its probability link).
 * `checked(loss)`: raise on out-of-range labels and NaN/Inf logits instead of returning NaN.
+* soft (probability) targets ``[..., K]``: `cross_entropy_soft`, `generalized_ce_soft`, `mae_soft`, `focal_soft`,
+  `brier_soft`, `nce_rce_soft`, `gence_soft`, `mgce_soft`; `soft_variant(name)` gives a registered loss's.
 
 This package imports only jax: no TensorFlow, no Flax.
 """
@@ -32,7 +34,26 @@ from gence_jax.losses.longtail import (
   logit_adjusted,
   posthoc_logit_adjustment,
 )
-from gence_jax.losses.registry import Loss, available_losses, data_hparams, get_loss, register_loss, softmax_probs
+from gence_jax.losses.registry import (
+  Loss,
+  available_losses,
+  data_hparams,
+  get_loss,
+  register_loss,
+  soft_variant,
+  softmax_probs,
+)
+from gence_jax.losses.soft import (
+  SOFT_VARIANTS,
+  brier_soft,
+  cross_entropy_soft,
+  focal_soft,
+  gence_soft,
+  generalized_ce_soft,
+  mae_soft,
+  mgce_soft,
+  nce_rce_soft,
+)
 
 __all__ = [
   "AdaFocalState",
@@ -77,4 +98,14 @@ __all__ = [
   "mgce_worst_case",
   "nce_rce",
   "softmax_probs",
+  "SOFT_VARIANTS",
+  "soft_variant",
+  "brier_soft",
+  "cross_entropy_soft",
+  "focal_soft",
+  "gence_soft",
+  "generalized_ce_soft",
+  "mae_soft",
+  "mgce_soft",
+  "nce_rce_soft",
 ]

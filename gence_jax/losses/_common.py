@@ -28,9 +28,11 @@ def check_logits_labels(logits, labels, where=None, *, fn: str):
   if logits.shape[-1] < 2:
     raise ValueError(f"{fn}: `logits` needs at least 2 classes on its last axis, got shape {logits.shape}.")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
+    from gence_jax.losses.soft import SOFT_VARIANTS  # imported here: that module imports this one
+
+    hint = f"use {fn}_soft for probability targets [..., K]" if fn in SOFT_VARIANTS else f"{fn} has no soft-target form"
     raise TypeError(
-      f"{fn}: `labels` must be integer class ids, got dtype {labels.dtype}. "
-      "Pass integer labels of shape logits.shape[:-1] (use the one-hot variants for soft targets)."
+      f"{fn}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype {labels.dtype}; {hint}."
     )
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"{fn}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")

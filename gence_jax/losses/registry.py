@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses import baselines, generative_ce as gence_lib, hooks, longtail, minimax_gce as mgce_lib
+from gence_jax.losses import baselines, generative_ce as gence_lib, hooks, longtail, minimax_gce as mgce_lib, soft
 
 
 #: The softmax link, p = softmax(z) over the last axis, used by every loss except MGCE (the very function object
@@ -176,6 +176,12 @@ def register_loss(name: str, fn: Callable[..., jax.Array], **entry: Any) -> None
 def available_losses() -> list[str]:
   """Registered loss names (aliases: ce -> cross_entropy; lq, gce -> generalized_ce)."""
   return sorted(_REGISTRY)
+
+
+def soft_variant(name: str) -> Callable[..., jax.Array] | None:
+  """The probability-target variant of loss `name` (`gence_jax.losses.soft`: ``fn(logits, targets, *, where,
+  axis_name, **hparams)`` with the same hyper-parameters and ``targets`` [..., K]), or None if it has none."""
+  return soft.SOFT_VARIANTS.get(_entry(name)[0])
 
 
 def data_hparams(name: str) -> tuple[str, ...]:
