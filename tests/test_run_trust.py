@@ -203,3 +203,15 @@ def test_what_a_nan_logit_does_to_each_loss():
     assert np.isnan(out).tolist() == want, name
   with pytest.raises(LossInputError):
     checked(gence)(z, y)
+
+
+def test_every_loss_gives_an_empty_result_on_zero_rows():
+  import jax.numpy as jnp
+
+  from gence_jax.losses import available_losses, get_loss
+
+  z, y = jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32)
+  for name in available_losses():
+    loss = get_loss(name, data={"class_counts": (5, 3, 2)})
+    out = loss.per_example(z, y, state=loss.init_state() if loss.stateful else None)
+    assert out.shape == (0,), name

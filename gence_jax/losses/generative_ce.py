@@ -192,6 +192,8 @@ def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=No
   z = logits.reshape(-1, num_classes)
   y = labels.reshape(-1)
   valid = jnp.ones(y.shape, jnp.bool_) if where is None else where.reshape(-1)
+  if y.shape[0] == 0:  # an empty batch (on every device: mapped shapes are equal) has an empty result
+    return jnp.zeros(batch_shape, logits.dtype)
 
   loss = _gence_core(z, y, valid, bool(include_self), axis_name)
   return finalize(loss, y, num_classes, None if where is None else valid).reshape(batch_shape)
