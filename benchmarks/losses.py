@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gence_jax.losses import available_losses, get_loss
+from gence_jax.losses import available_losses, data_hparams, get_loss
 
 DEFAULT_SHAPES = "128x10,1024x100,4096x1000"
 MGCE_BETAS = (1.0, 1.43, 2.0, 3.33, 8.0, 64.0)
@@ -80,16 +80,27 @@ def _loadavg():
 
 
 def _loss_variants(names=None, betas=MGCE_BETAS):
-  """(label, Loss) for every registered loss (or those in `names`) at default hparams; MGCE at each beta in `betas`."""
+  """(label, name, hparams) for every registered loss (or those in `names`) at default hparams; MGCE at each beta."""
   variants = []
   for name in available_losses():
     if names is not None and name not in names:
       continue
     if name == "mgce":
-      variants += [(f"mgce (beta={b:g})", get_loss("mgce", beta=b)) for b in betas]
+      variants += [(f"mgce (beta={b:g})", name, {"beta": b}) for b in betas]
     else:
-      variants.append((name, get_loss(name)))
+      variants.append((name, name, {}))
   return variants
+
+
+def _per_example(name, hparams, batch, num_classes):
+  """The loss's per-example function for this shape: losses that take the training split's class counts get
+  balanced ones (ceil(batch / K) each), stateful losses their initial state."""
+  data = {"class_counts": np.full(num_classes, -(-batch // num_classes), np.int64)} if data_hparams(name) else None
+  loss = get_loss(name, data=data, **hparams)
+  if not loss.stateful:
+    return loss.per_example
+  state = loss.init_state()
+  return lambda z, y: loss.per_example(z, y, state=state)
 
 
 def _jax_call(per_example, logits, labels):
@@ -181,7 +192,7 @@ def main(argv=None):
   if names is not None and (unknown := names - set(available_losses())):
     parser.error(f"--losses: unknown {sorted(unknown)}; registered: {', '.join(available_losses())}")
   variants = _loss_variants(names, betas)
-  peer = None if args.no_peer or not any(label.startswith("mgce") for label, _ in variants) else _peer()
+  peer = None if args.no_peer or not any(name == "mgce" for _, name, _ in variants) else _peer()
   rng = np.random.default_rng(args.seed)
   data = {}
   for b, k in shapes:
@@ -222,9 +233,9 @@ def main(argv=None):
   for b, k in shapes:
     logits, labels = jnp.asarray(data[(b, k)][0]), jnp.asarray(data[(b, k)][1], jnp.int32)
     calls = {"optax CE": _jax_call(optax.softmax_cross_entropy_with_integer_labels, logits, labels)}
-    for label, loss in variants:
+    for label, name, hparams in variants:
       try:
-        calls[label] = _jax_call(loss.per_example, logits, labels)
+        calls[label] = _jax_call(_per_example(name, hparams, b, k), logits, labels)
       except Exception as exc:  # pylint: disable=broad-except
         print(f"[{label} {b}x{k}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     timed = _interleaved(calls, args.repeats)
