@@ -31,9 +31,9 @@ the upper end of the bracket, by one of two iterations, each pass over a row giv
   right of the root (no overshoot); then one pass for :math:`S_1 = \sum_c \psi_c^{\beta-1}` at the root.
   :math:`\beta = 1` (piecewise-linear :math:`N`) takes the exact sort-based rule for any row not settled within
   ``max_iter``;
-* any other :math:`\beta` (where the power is the cost): Newton steps, or Halley's for :math:`\beta \ge 2` (with
-  :math:`S_2 = \sum_c \psi_c^{\beta-2}`; cubic convergence, the step at most 4/3 of Newton's), all sums from one power
-  per logit; the pass whose step falls to ``tol`` also gives :math:`S_1` there, so there is no extra pass, and the
+* any other :math:`\beta` (where the power is the cost): Newton steps, or Halley's for :math:`2 \le \beta \le 16`
+  (with :math:`S_2 = \sum_c \psi_c^{\beta-2}`; cubic convergence, the step at most 4/3 of Newton's), all sums from one
+  power per logit; the pass whose step falls to ``tol`` also gives :math:`S_1` there, so there is no extra pass, and the
   returned root is that point moved by that last step.
 
 Iterates are clipped to the bracket, the loops are ``lax.while_loop`` with a tolerance and an iteration cap (no host
@@ -76,6 +76,7 @@ def _bracket_low(beta, num_classes, dtype):
 
 _FAST_POW_MAX = 64  # exponents that are (half-)integers up to this are computed by multiplications
 _LOG1P_BETA = 64.0  # above this beta, psi^p is computed as exp(p log1p(v)) for accuracy near cross-entropy
+_HALLEY_MAX_BETA = 16.0  # Halley steps for 2 <= beta <= 16; above, Newton's take as many passes with one row sum less
 _SECANT_MAX_BETA = 3.0  # up to here psi^beta costs at most a few multiplications: secant steps, one row sum each
 
 
@@ -247,7 +248,7 @@ def _solve_newton(x, beta, tol, max_iter, t0, finite=None):
   low = _bracket_low(beta, x.shape[-1], x.dtype)
   if finite is None:
     finite = jnp.all(jnp.isfinite(x), axis=-1)
-  curvature = 2.0 <= beta <= _LOG1P_BETA
+  curvature = 2.0 <= beta <= _HALLEY_MAX_BETA
 
   def evaluate(t):
     s0, s1, s2 = _moments(x, t, beta, curvature)
