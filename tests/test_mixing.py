@@ -71,6 +71,7 @@ def test_mixup_criterion_equals_the_loss_of_the_mixed_target(loss):
 
 def _config(*extra):
   common = ["train.epochs=3", "train.batch_size=64", "train.progress=False", "train.checkpoint_every_steps=20"]
+  common += ["calibration.bootstrap_resamples=0"]
   return train.apply_overrides(train.load_config(None), [*common, "model.kwargs.hidden=(32,)", *extra])
 
 

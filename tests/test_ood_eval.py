@@ -33,6 +33,7 @@ FAST = [
   "train.eval_every_epochs=1",
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=10",
+  "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
 ]
 
 

@@ -26,6 +26,7 @@ FAST = [
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=5",
   "model.kwargs.hidden=(16,)",
+  "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
 ]
 
 

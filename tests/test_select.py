@@ -117,6 +117,7 @@ FAST = [
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=10",
   "optimizer.learning_rate=0.003",
+  "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
   "model.kwargs={'hidden': (32,)}",
 ]
 

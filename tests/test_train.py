@@ -540,6 +540,12 @@ def test_outputs(file_run):
 
   results = strict_json(open(file_run / "results.json").read())
   assert {"config", "seed", "data", "test", "steps"} <= set(results)
+  boot = results["test"]["raw"]["bootstrap"]  # Poisson-bootstrap intervals of the reported test metrics
+  assert boot["resamples"] == 200 and boot["level"] == 0.95
+  for m in ("accuracy", "nll", "ece", "adaptive_ece", "classwise_ece", "sce", "mce", "brier"):
+    assert boot[m]["low"] <= boot[m]["high"] and boot[m]["std"] >= 0, m
+  assert boot["accuracy"]["low"] <= results["test"]["raw"]["accuracy"] <= boot["accuracy"]["high"]
+  assert set(results["checkpoints"]) >= {"val", "last"} and results["checkpoints"]["val"]["test"] == results["test"]
   data = results["data"]
   assert data["name"] == "digits" and data["seed"] == 3
   (regime,) = data["regimes"]
