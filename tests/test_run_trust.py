@@ -216,3 +216,18 @@ def test_every_loss_gives_an_empty_result_on_zero_rows():
     loss = get_loss(name, data={"class_counts": (5, 3, 2)})
     out = loss.per_example(z, y, state=loss.init_state() if loss.stateful else None)
     assert out.shape == (0,), name
+
+
+def test_mgce_infinite_beta_is_a_clear_error():
+  # beta = inf is refused (its limit is cross-entropy, which the message names), not NaN
+  import jax.numpy as jnp
+
+  from gence_jax.losses import get_loss, mgce, mgce_probs, mgce_soft
+
+  z, y = jnp.ones((2, 3)), jnp.array([0, 1])
+  for call in (lambda: mgce(z, y, beta=float("inf")), lambda: mgce_probs(z, beta=float("inf")),
+               lambda: get_loss("mgce", beta=float("inf"))):
+    with pytest.raises(ValueError, match=r"`beta` must be finite.*cross_entropy"):
+      call()
+  with pytest.raises(ValueError, match="`beta`"):
+    mgce_soft(z, jnp.full((2, 3), 1 / 3), beta=float("inf"))

@@ -48,6 +48,7 @@ carries a ``jax.custom_vjp`` whose backward pass is :math:`\partial \nu / \parti
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,8 @@ def _check_beta(beta, fn):
   if isinstance(beta, jax.core.Tracer):
     raise TypeError(f"{fn}: `beta` must be a Python float (it selects the algorithm), got a traced value.")
   check_hparam(fn, "beta", beta, low=1.0)
+  if not math.isfinite(beta):
+    raise ValueError(f"{fn}: `beta` must be finite; its limit beta -> inf is cross-entropy (use cross_entropy), got {beta!r}.")
   return float(beta)
 
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gence_jax import checks
 from gence_jax.losses import baselines
 from gence_jax.losses._common import check_hparam, compute_dtype
 from gence_jax.losses.minimax_gce import DEFAULT_BETA, DEFAULT_MAX_ITER, mgce_nu
@@ -82,27 +83,12 @@ def check_logits_targets(logits, targets, where=None, *, fn: str):
   `(logits, targets, valid)` in the computation's dtype (at least float32), with rows of ``where=False`` replaced
   by zero logits and uniform targets, and `valid` the mask (None if `where` is None).
   """
-  logits = jnp.asarray(logits)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    raise TypeError(f"{fn}: `logits` must be a floating-point array, got dtype {logits.dtype}.")
-  if logits.ndim < 1:
-    raise ValueError(f"{fn}: `logits` must have shape [..., num_classes], got a scalar.")
-  if logits.shape[-1] < 2:
-    raise ValueError(f"{fn}: `logits` needs at least 2 classes on its last axis, got shape {logits.shape}.")
-  targets = jnp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.floating):
-    raise TypeError(
-      f"{fn}: `targets` must be floating-point probability vectors [..., K], got dtype {targets.dtype} "
-      f"(for integer class ids use {fn.removesuffix('_soft')})."
-    )
+  logits = checks.check_class_logits(fn, logits)
+  hint = f"for integer class ids use {fn.removesuffix('_soft')}"
+  targets = checks.check_float_array(fn, "targets", targets, what="floating-point probability vectors [..., K]", hint=hint)
   if targets.shape != logits.shape:
     raise ValueError(f"{fn}: `targets` must have the shape of `logits` {logits.shape}, got {targets.shape}.")
-  if where is not None:
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-      raise TypeError(f"{fn}: `where` must be a boolean mask, got dtype {where.dtype}.")
-    if where.shape != logits.shape[:-1]:
-      raise ValueError(f"{fn}: `where` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {where.shape}.")
+  where = checks.check_mask(fn, where, logits.shape[:-1])
   if not (_is_tracer(targets) or _is_tracer(where)):
     _check_target_values(targets, where, fn)
   dtype = compute_dtype(logits.dtype)
@@ -257,7 +243,7 @@ def mgce_soft(
   del axis_name
   if _is_tracer(beta):
     raise TypeError("mgce_soft: `beta` must be a Python float (it selects the algorithm), got a traced value.")
-  check_hparam("mgce_soft", "beta", beta, low=1.0)
+  check_hparam("mgce_soft", "beta", beta, low=1.0, high=float("inf"), high_inclusive=False)
   if tol is not None:
     check_hparam("mgce_soft", "tol", tol, low=0.0, low_inclusive=False)
   if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
