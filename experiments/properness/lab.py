@@ -357,8 +357,8 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _bin_index(conf: np.ndarray, num_bins: int) -> np.ndarray:
-  """The library's convention: bins (lo, hi] with edges b / M, 0 in the first bin, 1.0 in the last."""
-  return np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  """`gence_jax.metrics.bin_index` as a NumPy array: bins (lo, hi] with edges b / M, 0 first, 1.0 in the last."""
+  return np.asarray(gm.bin_index(conf, num_bins))
 
 
 def true_ece(p: np.ndarray, q: np.ndarray, num_bins: int = NUM_BINS) -> float:

@@ -22,7 +22,7 @@ def apply_calibrator(params, logits) -> jax.Array:
     return _temperature.apply_temperature(params, logits)
   if isinstance(params, _temperature.ATSParams):
     return _temperature.apply_ats(params, logits)
-  raise TypeError(f"apply_calibrator: params must be TemperatureParams or ATSParams; got {type(params).__name__}")
+  raise TypeError(f"apply_calibrator: params must be TemperatureParams or ATSParams, got {type(params).__name__}.")
 
 
 _APPLY = {
@@ -52,7 +52,7 @@ def calibrated_probs(params, logits, link: Optional[Link] = None) -> jax.Array:
       f"got {type(params).__name__}"
     )
   if link is not None:
-    raise ValueError(f"calibrated_probs: link can only be overridden for TemperatureParams or ATSParams; got {link!r}")
+    raise ValueError(f"calibrated_probs: link can only be overridden for TemperatureParams or ATSParams, got {link!r}.")
   return apply(params, logits)
 
 

@@ -297,7 +297,7 @@ def fit_scaling_binning(
   logits, labels, valid = _common.check_inputs(fn, logits, labels, where, link)
   num_bins = _common.check_int(fn, "num_bins", num_bins, 1)
   if not (isinstance(fit_fraction, float) and 0.0 < fit_fraction < 1.0):
-    raise ValueError(f"{fn}: fit_fraction must be a float in (0, 1); got {fit_fraction!r}")
+    raise ValueError(f"{fn}: fit_fraction must be a float in (0, 1), got {fit_fraction!r}.")
   seed = _common.check_int(fn, "seed", seed, 0)
   idx = np.flatnonzero(np.asarray(valid))
   n1 = int(round(fit_fraction * idx.size))

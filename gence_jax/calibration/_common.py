@@ -3,62 +3,36 @@
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax.typing import ArrayLike
 
-from gence_jax.metrics import _validate
+from gence_jax import checks
 
 Link = Callable[[jax.Array], jax.Array]
 
 
-def check_link(fn: str, link) -> None:
-  """The link must be a hashable callable (it is a static jit argument and static pytree metadata)."""
-  if not callable(link):
-    raise TypeError(f"{fn}: link must be a callable mapping logits [N, K] to probabilities; got {link!r}")
-  try:
-    hash(link)
-  except TypeError:
-    raise TypeError(
-      f"{fn}: link must be hashable: it is a static jit argument and static metadata of the params "
-      "(use a module-level function, functools.partial, or a bound method of a hashable object)"
-    ) from None
+# The calibrators' messages name arguments without backticks ("fit_isotonic: variant must be one of ..."), a wording
+# their callers match on; the checks themselves are `gence_jax.checks`'.
+check_link = checks.check_link
+check_int = functools.partial(checks.check_int, quote=False)
+check_real = functools.partial(checks.check_real, quote=False)
+check_choice = functools.partial(checks.check_choice, quote=False)
 
 
-def check_inputs(fn: str, logits, labels, where, link):
-  """Checks the link and (logits [N, K] float, labels [N] int, where [N] bool | None) with the metrics' checks.
+def check_inputs(
+  fn: str, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None, link: Link
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Checks the link and (logits [N, K] float, labels [N] int, where [N] bool | None) with `gence_jax.checks`.
 
   Returns (logits, labels, valid) as jnp arrays, ``valid`` an [N] bool mask (all True when ``where`` is None).
-  Messages are the shared checks' ones, prefixed with the function name.
   """
   check_link(fn, link)
-  try:
-    logits, labels, where = _validate.check_logits(logits, labels, where)
-  except (TypeError, ValueError) as e:
-    raise type(e)(f"{fn}: {e}") from None
+  logits, labels, where = checks.check_logits(fn, logits, labels, where)
   valid = jnp.ones(labels.shape, bool) if where is None else where
   return logits, labels, valid
-
-
-def check_int(fn: str, name: str, value, low: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-    raise ValueError(f"{fn}: {name} must be an integer >= {low}; got {value!r}")
-  return int(value)
-
-
-def check_real(fn: str, name: str, value, low: float = 0.0) -> float:
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value >= low):
-    raise ValueError(f"{fn}: {name} must be a finite real number >= {low}; got {value!r}")
-  return float(value)
-
-
-def check_choice(fn: str, name: str, value, choices) -> str:
-  if value not in choices:
-    raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-  return value
 
 
 def log_probs(z: jax.Array, link: Link) -> jax.Array:

@@ -327,9 +327,9 @@ def _check_search_args(fn, log_t_bounds, num_grid, num_golden):
   try:
     lo, hi = (float(b) for b in log_t_bounds)
   except (TypeError, ValueError):
-    raise ValueError(f"{fn}: log_t_bounds must be a pair (lo, hi) of floats; got {log_t_bounds!r}") from None
+    raise ValueError(f"{fn}: log_t_bounds must be a pair (lo, hi) of floats, got {log_t_bounds!r}.") from None
   if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-    raise ValueError(f"{fn}: log_t_bounds must be finite with lo < hi; got {log_t_bounds!r}")
+    raise ValueError(f"{fn}: log_t_bounds must be finite with lo < hi, got {log_t_bounds!r}.")
   _common.check_int(fn, "num_grid", num_grid, 2)
   _common.check_int(fn, "num_golden", num_golden, 0)
   return lo, hi
@@ -419,7 +419,7 @@ def fit_temperature_ece(
   logits, labels, valid = _common.check_inputs(fn, logits, labels, where, link)
   temps = np.asarray(DEFAULT_ECE_TEMPERATURES if temperatures is None else temperatures, np.float64)
   if temps.ndim != 1 or temps.size == 0 or not np.all(np.isfinite(temps)) or np.any(temps <= 0):
-    raise ValueError(f"{fn}: temperatures must be a non-empty 1-D sequence of finite values > 0; got {temperatures!r}")
+    raise ValueError(f"{fn}: temperatures must be a non-empty 1-D sequence of finite values > 0, got {temperatures!r}.")
   _common.check_int(fn, "num_bins", num_bins, 1)
   temps = jnp.asarray(temps, logits.dtype)
   values = _ece_over_grid(logits, labels, valid, temps, link=link, num_bins=int(num_bins))
@@ -494,7 +494,7 @@ def fit_ats(
   _common.check_int(fn, "min_count", min_count, 0)
   _common.check_int(fn, "num_sweeps", num_sweeps, 0)
   if not isinstance(monotone, bool):
-    raise TypeError(f"{fn}: monotone must be a bool; got {monotone!r}")
+    raise TypeError(f"{fn}: monotone must be a bool, got {monotone!r}.")
   search = dict(link=link, lo=lo, hi=hi, num_grid=int(num_grid), num_golden=int(num_golden))
   g = _fit_global(logits, labels, valid, **search)  # exactly what fit_temperature computes
   conf = _top_confidence(logits, link=link)  # exactly what prediction computes (same jitted function)

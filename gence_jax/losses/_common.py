@@ -1,69 +1,44 @@
 """Input checks and small helpers shared by every loss.
 
-Checks here run at trace time on shapes, dtypes and hyper-parameters, so they cost nothing inside `jax.jit`.
-Value checks (labels in range, finite logits) cannot raise under `jit`; see `gence_jax.losses.checked`.
+The checks themselves live in `gence_jax.checks`; this module adds the loss conventions. Checks run at trace time
+on shapes, dtypes and hyper-parameters, so they cost nothing inside `jax.jit`. Value checks (labels in range, finite logits) cannot raise under `jit`; see `gence_jax.losses.checked`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from gence_jax import checks
+from gence_jax.checks import check_hparam  # noqa: F401  (re-exported: every loss imports it from here)
 
 
-def check_logits_labels(logits, labels, where=None, *, fn: str):
+def check_logits_labels(
+  logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None, *, fn: str
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
   """Validates `logits` [..., K], integer `labels` [...] and the optional bool mask `where` [...].
 
   Returns `(logits, labels, where)` as arrays with `logits` promoted to at least float32 (bfloat16 and
-  float16 inputs are computed in float32).
+  float16 inputs are computed in float32). The checks are `gence_jax.checks`'; this adds the loss-specific hint.
   """
-  logits = jnp.asarray(logits)
+  logits = checks.check_class_logits(fn, logits)
   labels = jnp.asarray(labels)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    raise TypeError(f"{fn}: `logits` must be a floating-point array, got dtype {logits.dtype}.")
-  if logits.ndim < 1:
-    raise ValueError(f"{fn}: `logits` must have shape [..., num_classes], got a scalar.")
-  if logits.shape[-1] < 2:
-    raise ValueError(f"{fn}: `logits` needs at least 2 classes on its last axis, got shape {logits.shape}.")
+  hint = ""
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     from gence_jax.losses.soft import SOFT_VARIANTS  # imported here: that module imports this one
 
     hint = f"use {fn}_soft for probability targets [..., K]" if fn in SOFT_VARIANTS else f"{fn} has no soft-target form"
-    raise TypeError(
-      f"{fn}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype {labels.dtype}; {hint}."
-    )
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(f"{fn}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")
-  if where is not None:
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-      raise TypeError(f"{fn}: `where` must be a boolean mask, got dtype {where.dtype}.")
-    if where.shape != labels.shape:
-      raise ValueError(f"{fn}: `where` must have the shape of `labels` {labels.shape}, got {where.shape}.")
+  labels = checks.check_labels(fn, labels, logits.shape[:-1], hint=hint)
+  where = checks.check_mask(fn, where, labels.shape)
   return logits.astype(compute_dtype(logits.dtype)), labels, where
 
 
-def compute_dtype(dtype):
+def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
   """float32 for bfloat16/float16/float32 inputs, float64 for float64 inputs."""
   return jnp.promote_types(dtype, jnp.float32)
-
-
-def check_hparam(fn: str, name: str, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
-  """Raises a ValueError naming `name` unless `value` is a real number in the given interval."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    if isinstance(value, jax.Array) and value.ndim == 0:
-      return value  # traced hyper-parameters (e.g. under a vmap over beta) are not range-checked
-    raise TypeError(f"{fn}: `{name}` must be a real number, got {value!r}.")
-  lo_ok = low is None or (value >= low if low_inclusive else value > low)
-  hi_ok = high is None or (value <= high if high_inclusive else value < high)
-  if not (lo_ok and hi_ok):
-    lo = "-inf" if low is None else low
-    hi = "inf" if high is None else high
-    interval = f"{'[' if low_inclusive else '('}{lo}, {hi}{']' if high_inclusive else ')'}"
-    raise ValueError(f"{fn}: `{name}` must be in {interval}, got {value!r}.")
-  return value
 
 
 def label_in_range(labels, num_classes):

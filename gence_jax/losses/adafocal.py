@@ -71,6 +71,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gence_jax import checks
 from gence_jax.losses._common import check_hparam, check_logits_labels, compute_dtype, finalize, take_label
 from gence_jax.losses.baselines import modulator
 
@@ -93,12 +94,6 @@ class AdaFocalState(NamedTuple):
   bin_edges: jax.Array
   calibration_gaps: jax.Array
   bin_counts: jax.Array
-
-
-def _check_num_bins(fn, num_bins):
-  if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 1:
-    raise ValueError(f"{fn}: `num_bins` must be a positive integer, got {num_bins!r}.")
-  return int(num_bins)
 
 
 def _check_gammas_edges(fn, gammas, bin_edges):
@@ -175,7 +170,7 @@ def adafocal_init(num_bins: int = 15, gamma_init: float = 1.0, *, dtype=jnp.floa
   ``gamma_init`` may be negative (start with the inverse-focal loss) or 0 (cross-entropy until the first update,
   which then switches the bin to ``+switch_threshold``, as the update rule prescribes for ``|gamma| < S_th``).
   """
-  num_bins = _check_num_bins("adafocal_init", num_bins)
+  num_bins = checks.check_num_bins("adafocal_init", num_bins)
   check_hparam("adafocal_init", "gamma_init", gamma_init)
   dtype = compute_dtype(jnp.dtype(dtype))
   return AdaFocalState(
@@ -225,27 +220,13 @@ def adafocal_validation_stats(
     those of ``equal_width`` and every gap is 0.
   """
   fn = "adafocal_validation_stats"
-  num_bins = _check_num_bins(fn, num_bins)
-  if binning not in _BINNINGS:
-    raise ValueError(f"{fn}: `binning` must be one of {_BINNINGS}, got {binning!r}.")
-  probs = jnp.asarray(val_probs)
-  labels = jnp.asarray(val_labels)
-  if not jnp.issubdtype(probs.dtype, jnp.floating):
-    raise TypeError(f"{fn}: `val_probs` must be a floating-point array, got dtype {probs.dtype}.")
-  if probs.ndim < 1 or probs.shape[-1] < 2:
-    raise ValueError(f"{fn}: `val_probs` must have shape [..., num_classes >= 2], got {probs.shape}.")
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise TypeError(f"{fn}: `val_labels` must be integer class ids, got dtype {labels.dtype}.")
-  if labels.shape != probs.shape[:-1]:
-    raise ValueError(
-      f"{fn}: `val_labels` must have shape val_probs.shape[:-1] = {probs.shape[:-1]}, got {labels.shape}."
-    )
-  if where is not None:
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-      raise TypeError(f"{fn}: `where` must be a boolean mask, got dtype {where.dtype}.")
-    if where.shape != labels.shape:
-      raise ValueError(f"{fn}: `where` must have the shape of `val_labels` {labels.shape}, got {where.shape}.")
+  num_bins = checks.check_num_bins(fn, num_bins)
+  checks.check_choice(fn, "binning", binning, _BINNINGS)
+  probs = checks.check_float_array(fn, "val_probs", val_probs)
+  checks.check_class_axis(fn, "val_probs", probs)
+  shape_text = "val_probs.shape[:-1]"
+  labels = checks.check_labels(fn, val_labels, probs.shape[:-1], name="val_labels", shape_text=shape_text)
+  where = checks.check_mask(fn, where, labels.shape, shape_text=shape_text)
   dtype = compute_dtype(probs.dtype)
   probs = probs.astype(dtype).reshape(-1, probs.shape[-1])
   labels = labels.reshape(-1)

@@ -82,7 +82,7 @@ from gence_jax.metrics._scalar import (
   nll,
   update_eval_stats,
 )
-from gence_jax.metrics._validate import PROBS_SUM_ATOL
+from gence_jax.checks import PROBS_SUM_ATOL
 
 __all__ = [
   "BOOTSTRAP_METRICS",

@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gence_jax.metrics import _validate
+from gence_jax import checks
 
 
 def bin_edges(num_bins: int, dtype=jnp.float32) -> np.ndarray:
   """The ``num_bins + 1`` bin edges ``b / num_bins`` (computed in float64, rounded once to ``dtype``)."""
-  num_bins = _validate.check_num_bins(num_bins)
+  num_bins = checks.check_num_bins("bin_edges", num_bins)
   return (np.arange(num_bins + 1, dtype=np.float64) / num_bins).astype(dtype)
 
 
@@ -88,7 +88,7 @@ class CalibrationStats:
   @classmethod
   def zeros(cls, num_classes: Optional[int], num_bins: int = 15, dtype=jnp.float32) -> "CalibrationStats":
     """Empty statistics (the identity of :func:`merge`); ``num_classes=None`` omits the classwise part."""
-    m = _validate.check_num_bins(num_bins)
+    m = checks.check_num_bins("CalibrationStats.zeros", num_bins)
     cls_part = {}
     if num_classes is not None:
       cls_part = dict(
@@ -166,8 +166,8 @@ def calibration_stats(
   Returns:
     :class:`CalibrationStats`; combine batches with :func:`merge`.
   """
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+  num_bins = checks.check_num_bins("calibration_stats", num_bins)
+  probs, labels, where = checks.check_probs("calibration_stats", probs, labels, where)
   stats = _stats_core(probs, labels, _valid(where, probs.shape[0]), num_bins=num_bins, classwise=classwise)
   if axis_name is not None:
     stats = jax.lax.psum(stats, axis_name)

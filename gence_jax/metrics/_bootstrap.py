@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gence_jax.losses import _common
-from gence_jax.metrics import _binned, _estimators, _scalar, _validate
+from gence_jax import checks
+from gence_jax.metrics import _binned, _estimators, _scalar
 
 #: The metrics :func:`bootstrap_intervals` reports.
 BOOTSTRAP_METRICS = ("accuracy", "nll", "brier", "ece", "adaptive_ece", "classwise_ece", "sce", "mce")
@@ -49,7 +49,7 @@ _CLASSWISE_CHUNK = 1 << 22
 
 
 def _check_resamples(fn, num_resamples, seed):
-  _common.check_hparam(fn, "num_resamples", num_resamples, low=2)
+  checks.check_hparam(fn, "num_resamples", num_resamples, low=2)
   if isinstance(num_resamples, bool) or int(num_resamples) != num_resamples:
     raise TypeError(f"{fn}: `num_resamples` must be an integer >= 2, got {num_resamples!r}.")
   if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -216,8 +216,8 @@ def bootstrap_stats(
   time); memory O(R K M) for the result.
   """
   num_resamples, seed = _check_resamples("bootstrap_stats", num_resamples, seed)
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+  num_bins = checks.check_num_bins("bootstrap_stats", num_bins)
+  probs, labels, where = checks.check_probs("bootstrap_stats", probs, labels, where)
   n = probs.shape[0]
   weights = bootstrap_weights(_indices("bootstrap_stats", indices, n), num_resamples=num_resamples, seed=seed)
   stats = _bootstrap_core(probs, labels, _binned._valid(where, n), weights, num_bins=num_bins, eps=nll_eps)
@@ -261,7 +261,7 @@ def bootstrap_adaptive_ece(
   (:func:`equal_mass_stats`). O(N log N + N R) time.
   """
   num_resamples, seed = _check_resamples("bootstrap_adaptive_ece", num_resamples, seed)
-  conf, correct, valid, num_bins = _estimators._top_label_inputs(probs, labels, where, num_bins)
+  conf, correct, valid, num_bins = _estimators._top_label_inputs("bootstrap_adaptive_ece", probs, labels, where, num_bins)
   n = conf.shape[0]
   weights = bootstrap_weights(_indices("bootstrap_adaptive_ece", indices, n), num_resamples=num_resamples, seed=seed)
   weights = jnp.where(valid[:, None], weights, 0)
@@ -272,7 +272,7 @@ INTERVAL_METHODS = ("percentile", "basic")
 
 
 def _check_level_method(fn, level, method):
-  _common.check_hparam(fn, "level", level, low=0, high=1, low_inclusive=False, high_inclusive=False)
+  checks.check_hparam(fn, "level", level, low=0, high=1, low_inclusive=False, high_inclusive=False)
   if method not in INTERVAL_METHODS:
     raise ValueError(f"{fn}: `method` must be one of {INTERVAL_METHODS}, got {method!r}.")
   return float(level)

@@ -26,8 +26,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses import _common
-from gence_jax.metrics import _binned, _validate
+from gence_jax import checks
+from gence_jax.metrics import _binned
 
 # ----------------------------------------------------------------------------------------------- equal-mass bins
 
@@ -72,9 +72,9 @@ def _equal_mass_core(conf, correct, weights, *, num_bins):
   return _equal_mass_sorted(conf[order], correct[order], weights[order], num_bins)
 
 
-def _top_label_inputs(probs, labels, where, num_bins):
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+def _top_label_inputs(fn, probs, labels, where, num_bins):
+  num_bins = checks.check_num_bins(fn, num_bins)
+  probs, labels, where = checks.check_probs(fn, probs, labels, where)
   valid = _binned._valid(where, probs.shape[0])
   conf, correct = _binned.top_label(probs, labels, valid)
   conf = jnp.where(valid, conf, 0)  # masked rows (possibly NaN) get weight 0 and a finite value
@@ -94,7 +94,7 @@ def equal_mass_stats(probs, labels, *, num_bins: int = 15, where=None, weights=N
     classwise part), so ``ece_from_stats`` of it is the adaptive ECE and :func:`l2_calibration_error_from_stats`
     of it is the equal-mass L2 calibration error.
   """
-  conf, correct, valid, num_bins = _top_label_inputs(probs, labels, where, num_bins)
+  conf, correct, valid, num_bins = _top_label_inputs("equal_mass_stats", probs, labels, where, num_bins)
   if weights is None:
     w = valid.astype(jnp.int32)
   else:
@@ -250,10 +250,10 @@ def smooth_ece_stats(
   axis_name=None,
 ) -> SmoothECEStats:
   """:class:`SmoothECEStats` of a batch (``psum``-ed over ``axis_name`` if given); see :func:`smooth_ece`."""
-  grid_size = _validate.check_num_bins(grid_size, "grid_size")
+  grid_size = checks.check_num_bins("smooth_ece_stats", grid_size, "grid_size")
   if grid_size < 3:
     raise ValueError(f"smooth_ece_stats: `grid_size` must be >= 3, got {grid_size}.")
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+  probs, labels, where = checks.check_probs("smooth_ece_stats", probs, labels, where)
   valid = _binned._valid(where, probs.shape[0])
   conf, correct = _binned.top_label(probs, labels, valid)
   stats = _smooth_stats_core(jnp.where(valid, conf, 0), correct, valid, grid_size=grid_size)
@@ -317,7 +317,7 @@ def smooth_ece_from_stats(stats: SmoothECEStats, *, sigma=None, return_sigma: bo
     value, s = _smooth_ece_fixed_point(stats)
   else:
     if not isinstance(sigma, jax.Array):
-      _common.check_hparam("smooth_ece", "sigma", sigma, low=0, low_inclusive=False, high=1)
+      checks.check_hparam("smooth_ece", "sigma", sigma, low=0, low_inclusive=False, high=1)
     s = jnp.asarray(sigma, stats.residual.dtype)
     value = _smooth_ece_fixed_sigma(stats, s)
   return (value, s) if return_sigma else value

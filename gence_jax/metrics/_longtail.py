@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gence_jax.metrics import _binned, _validate
+from gence_jax import checks
+from gence_jax.metrics import _binned
 
 #: Liu et al. 2019's split: many-shot > 100 training examples, medium-shot 20..100, few-shot < 20.
 MANY_SHOT_THRESHOLD = 100
@@ -64,9 +65,9 @@ def _core(probs, labels, valid, groups, *, num_bins: int) -> dict:
   }
 
 
-def _compute(probs, labels, where, *, num_bins=15, class_counts=None, thresholds=None, fn=None) -> dict:
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+def _compute(probs, labels, where, *, num_bins=15, class_counts=None, thresholds=None, fn: str) -> dict:
+  num_bins = checks.check_num_bins(fn, num_bins)
+  probs, labels, where = checks.check_probs(fn, probs, labels, where)
   k = probs.shape[-1]
   groups = np.zeros((3, k), bool)
   if class_counts is not None:
@@ -82,7 +83,7 @@ def per_class_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
 
   Returns ``[K]``; NaN for a class without (unmasked) test examples.
   """
-  return _compute(probs, labels, where)["per_class_accuracy"]
+  return _compute(probs, labels, where, fn="per_class_accuracy")["per_class_accuracy"]
 
 
 def balanced_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where=None) -> jax.Array:
@@ -95,7 +96,7 @@ def balanced_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   accuracy and its posterior distribution", ICPR 2010; the long-tail benchmarks' "top-1 accuracy on a balanced test
   set". NaN when no row is unmasked.
   """
-  return _compute(probs, labels, where)["balanced_accuracy"]
+  return _compute(probs, labels, where, fn="balanced_accuracy")["balanced_accuracy"]
 
 
 def per_class_ece(
@@ -113,7 +114,7 @@ def per_class_ece(
   (on a rare class the accuracy is low). Not classwise ECE (`classwise_ece` bins :math:`p_{ic}` over all
   examples). Returns ``[K]``; NaN for a class without (unmasked) test examples.
   """
-  return _compute(probs, labels, where, num_bins=num_bins)["per_class_ece"]
+  return _compute(probs, labels, where, num_bins=num_bins, fn="per_class_ece")["per_class_ece"]
 
 
 def _check_counts(class_counts, fn, num_classes=None) -> np.ndarray:

@@ -9,7 +9,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from gence_jax.metrics import _binned, _validate
+from gence_jax import checks
+from gence_jax.metrics import _binned
 
 
 def _eps(dtype, eps):
@@ -79,8 +80,8 @@ def _eval_core(probs, labels, valid, *, num_bins, eps):
 
 def eval_stats(probs, labels, *, num_bins: int = 15, where=None, axis_name=None, nll_eps=None) -> EvalStats:
   """:class:`EvalStats` of one batch (``psum``-ed over ``axis_name`` if given). See :func:`nll` for ``nll_eps``."""
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+  num_bins = checks.check_num_bins("eval_stats", num_bins)
+  probs, labels, where = checks.check_probs("eval_stats", probs, labels, where)
   valid = _binned._valid(where, probs.shape[0])
   stats = _eval_core(probs, labels, valid, num_bins=num_bins, eps=nll_eps)
   if axis_name is not None:
@@ -125,14 +126,14 @@ def _means(probs, labels, valid, eps):
   return jnp.sum(correct).astype(dt) / n, jnp.sum(nll_i) / n, jnp.sum(brier_i) / n
 
 
-def _prep(probs, labels, where):
-  probs, labels, where = _validate.check_probs(probs, labels, where)
+def _prep(fn, probs, labels, where):
+  probs, labels, where = checks.check_probs(fn, probs, labels, where)
   return probs, labels, _binned._valid(where, probs.shape[0])
 
 
 def accuracy(probs, labels, *, where=None) -> jax.Array:
   """Top-1 accuracy (1/N) sum_i 1[argmax_k p_ik = y_i] (first maximum on ties); N = unmasked examples."""
-  return _means(*_prep(probs, labels, where), None)[0]
+  return _means(*_prep("accuracy", probs, labels, where), None)[0]
 
 
 def nll(probs, labels, *, where=None, eps: Optional[float] = None) -> jax.Array:
@@ -142,12 +143,12 @@ def nll(probs, labels, *, where=None, eps: Optional[float] = None) -> jax.Array:
   costs about 87.3 nats in float32 instead of inf: sparse links such as MGCE with beta = 1 can give exact zeros).
   Pass ``eps=0.0`` for the raw value (possibly inf).
   """
-  return _means(*_prep(probs, labels, where), eps)[1]
+  return _means(*_prep("nll", probs, labels, where), eps)[1]
 
 
 def brier(probs, labels, *, where=None) -> jax.Array:
   """Multi-class Brier score (Brier 1950), SUMMED over classes: (1/N) sum_i sum_k (p_ik - 1[y_i = k])^2, in [0, 2]."""
-  return _means(*_prep(probs, labels, where), None)[2]
+  return _means(*_prep("brier", probs, labels, where), None)[2]
 
 
 # ----------------------------------------------------------------------------------------------- adaptive ECE
@@ -178,14 +179,14 @@ def adaptive_ece_from_confidences(confidences, correct, *, num_bins: int = 15, w
   Use this in an evaluation loop: keep the two [N] vectors (cheap) and call it once at the end, because
   equal-mass bins are NOT mergeable from fixed-bin statistics. See :func:`adaptive_ece` for the definition.
   """
-  num_bins = _validate.check_num_bins(num_bins)
+  num_bins = checks.check_num_bins("adaptive_ece_from_confidences", num_bins)
   conf = jnp.asarray(confidences)
   if conf.ndim != 1 or not jnp.issubdtype(conf.dtype, jnp.floating):
     raise ValueError(f"confidences must be a float array of shape [N]; got {conf.dtype}{conf.shape}")
   correct = jnp.asarray(correct)
   if correct.dtype != jnp.bool_ or correct.shape != conf.shape:
     raise ValueError(f"correct must be a bool array of shape {conf.shape}; got {correct.dtype}{correct.shape}")
-  _, where = _validate.check_labels_where(jnp.zeros(conf.shape, jnp.int32), where, conf.shape[0])
+  where = checks.check_mask("adaptive_ece_from_confidences", where, conf.shape, shape_text="[N]", quote=False)
   return _adaptive_core(conf, correct, _binned._valid(where, conf.shape[0]), num_bins=num_bins)
 
 
@@ -210,7 +211,7 @@ def adaptive_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
   confidence (equal to e_0) fall in no bin while still counting in N. On distinct confidences each of its bin
   boundaries sits within about one rank of ours.
   """
-  num_bins = _validate.check_num_bins(num_bins)
-  probs, labels, valid = _prep(probs, labels, where)
+  num_bins = checks.check_num_bins("adaptive_ece", num_bins)
+  probs, labels, valid = _prep("adaptive_ece", probs, labels, where)
   conf, correct = _binned.top_label(probs, labels, valid)
   return _adaptive_core(conf, correct, valid, num_bins=num_bins)
