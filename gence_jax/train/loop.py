@@ -202,8 +202,8 @@ def setup(config, workdir: str) -> Run:
 
 # --------------------------------------------------------------------------------------------------- step loop
 def chunk_length(step: int, run: Run) -> int:
-  """Steps in the chunk starting at `step`: up to the next log, checkpoint or epoch boundary (absolute step
-  multiples, so a resumed run cuts the same chunks), at most ``train.steps_per_dispatch`` (0: as many as fit in
+  """Steps in the chunk starting at `step`: up to the next checkpoint or epoch boundary (absolute step multiples, so
+  a resumed run cuts the same chunks; logging reads the per-step metrics of a chunk and does not cut it), at most ``train.steps_per_dispatch`` (0: as many as fit in
   :data:`CHUNK_BYTES` of batches; 1 for a convolutional model on a CPU). Every chunk runs the same step body, so how
   steps are grouped does not change the numbers (tested: log frequency and steps per dispatch give bit-identical
   parameters)."""
@@ -215,7 +215,7 @@ def chunk_length(step: int, run: Run) -> int:
     row_bytes = int(np.prod(run.data.input_shape)) * 4 + 8
     limit = max(1, CHUNK_BYTES // (row_bytes * cfg.batch_size))
   ends = [run.total_steps]
-  for every in (cfg.log_every_steps, cfg.checkpoint_every_steps, run.steps_per_epoch):
+  for every in (cfg.checkpoint_every_steps, run.steps_per_epoch):
     ends.append((step // every + 1) * every)
   return max(1, min(limit, min(ends) - step))
 
@@ -230,10 +230,10 @@ def _stack(batches: list[dict], key: str) -> dict:
   return {name: np.stack([b[src] for b in batches]) for name, src in (("x", key), ("label", "label"), ("mask", "mask"))}
 
 
-def _check_finite(run: Run, pending: list, last_good: int | None) -> dict:
-  """Raises `TrainingDivergedError` naming the first non-finite step of the `pending` chunks; returns the last
-  step's metrics."""
-  last = None
+def _check_finite(run: Run, pending: list, last_good: int | None) -> list[tuple[int, dict]]:
+  """Raises `TrainingDivergedError` naming the first non-finite step of the `pending` chunks; returns
+  ``(step, metrics)`` of every step in them (step = the number of steps done after it), on the host."""
+  out = []
   for start, metrics in pending:
     metrics = jax.device_get(metrics)
     bad = np.flatnonzero(np.asarray(metrics["nonfinite"]))
@@ -247,8 +247,9 @@ def _check_finite(run: Run, pending: list, last_good: int | None) -> dict:
         step=start + i,
         last_checkpoint=last_good,
       )
-    last = {k: float(v[-1]) for k, v in metrics.items() if k != "nonfinite"}
-  return last
+    for i in range(len(metrics["loss"])):
+      out.append((start + i + 1, {k: float(v[i]) for k, v in metrics.items() if k != "nonfinite"}))
+  return out
 
 
 def _end_of_epoch(run: Run, state: TrainState, done: int) -> TrainState:
@@ -315,10 +316,12 @@ def train_steps(run: Run) -> TrainState:
     pending.append((step, metrics))
     step += n
     epoch_end, due_ckpt = step % spe == 0, step % cfg.checkpoint_every_steps == 0 or step == run.total_steps
-    if step % cfg.log_every_steps == 0 or due_ckpt:
-      last = _check_finite(run, pending, last_good)  # before every save: a checkpoint never holds a diverged state
-      run.writer.write({"event": "train", "step": step, "epoch": step / spe, **last})
-      bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
+    if step // cfg.log_every_steps > (step - n) // cfg.log_every_steps or due_ckpt:
+      # before every save: a checkpoint never holds a diverged state
+      for done, m in _check_finite(run, pending, last_good):
+        if done % cfg.log_every_steps == 0 or (done == step and due_ckpt):
+          run.writer.write({"event": "train", "step": done, "epoch": done / spe, **m})
+      bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}")
       pending = []
     bar.update(n)
     if epoch_end and run.loss.stateful:
