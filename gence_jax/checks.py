@@ -122,13 +122,13 @@ def check_link(fn: str, link: Any) -> None:
 
 
 def _dtype_got(x: jax.Array, hint: str) -> str:
-  return f"dtype {x.dtype}" + (f" ({hint})" if hint else "")
+  return f"dtype {x.dtype}" + (f" {hint}" if hint else "")
 
 
 def check_float_array(
   fn: str, name: str, x: ArrayLike, *, what: str = "a floating-point array", hint: str = "", quote: bool = True
 ) -> jax.Array:
-  """``jnp.asarray(x)``; a TypeError unless its dtype is floating (``hint``, in parentheses, says what to do)."""
+  """``jnp.asarray(x)``; a TypeError unless its dtype is floating (``hint``, after the dtype, says what to do)."""
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(message(fn, name, f"be {what}", _dtype_got(x, hint), quote=quote))
@@ -161,7 +161,7 @@ def check_labels(
 ) -> jax.Array:
   """Integer class ids of the given ``shape`` as a jnp array (``shape_text`` says where the shape comes from).
 
-  ``hint``, in parentheses after the dtype, says what to do with probability or one-hot labels.
+  ``hint``, after the dtype (with its own leading punctuation), says what to do with probability or one-hot labels.
   """
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -198,7 +198,7 @@ def check_labels_where(
   fn: str, labels: ArrayLike, where: ArrayLike | None, n: int, *, name: str = "labels"
 ) -> tuple[jax.Array, jax.Array | None]:
   """Integer ``labels`` [n] and ``where`` [n] bool (or None) matching n predictions, as jnp arrays."""
-  hint = "convert with labels.astype(jnp.int32); one-hot labels: use argmax"
+  hint = "; convert with labels.astype(jnp.int32) (one-hot labels: use argmax)"
   labels = check_labels(fn, labels, (n,), name=name, shape_text="[N]", hint=hint, quote=False)
   where = check_mask(fn, where, (n,), shape_text="[N]", quote=False)
   return labels, where

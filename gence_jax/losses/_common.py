@@ -31,6 +31,7 @@ def check_logits_labels(
     from gence_jax.losses.soft import SOFT_VARIANTS  # imported here: that module imports this one
 
     hint = f"use {fn}_soft for probability targets [..., K]" if fn in SOFT_VARIANTS else f"{fn} has no soft-target form"
+    hint = f"; {hint}"
   labels = checks.check_labels(fn, labels, logits.shape[:-1], hint=hint)
   where = checks.check_mask(fn, where, labels.shape)
   return logits.astype(compute_dtype(logits.dtype)), labels, where

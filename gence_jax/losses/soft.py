@@ -84,7 +84,7 @@ def check_logits_targets(logits, targets, where=None, *, fn: str):
   by zero logits and uniform targets, and `valid` the mask (None if `where` is None).
   """
   logits = checks.check_class_logits(fn, logits)
-  hint = f"for integer class ids use {fn.removesuffix('_soft')}"
+  hint = f"(for integer class ids use {fn.removesuffix('_soft')})"
   targets = checks.check_float_array(fn, "targets", targets, what="floating-point probability vectors [..., K]", hint=hint)
   if targets.shape != logits.shape:
     raise ValueError(f"{fn}: `targets` must have the shape of `logits` {logits.shape}, got {targets.shape}.")
