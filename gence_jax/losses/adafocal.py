@@ -127,7 +127,15 @@ def _modulated_log_loss(log_py, gamma):
   return -factor * log_py
 
 
-def adafocal(logits, labels, *, gammas, bin_edges, where=None, axis_name=None):
+def adafocal(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gammas: jax.typing.ArrayLike,
+  bin_edges: jax.typing.ArrayLike,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Per-example AdaFocal loss for the current per-bin ``gammas`` and ``bin_edges``.
 
   .. math::
@@ -164,7 +172,9 @@ def adafocal(logits, labels, *, gammas, bin_edges, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def adafocal_init(num_bins: int = 15, gamma_init: float = 1.0, *, dtype=jnp.float32) -> AdaFocalState:
+def adafocal_init(
+  num_bins: int = 15, gamma_init: float = 1.0, *, dtype: jax.typing.DTypeLike = jnp.float32
+) -> AdaFocalState:
   """Initial AdaFocal state: ``num_bins`` equal-width bins of [0, 1], every gamma ``gamma_init`` (paper: 1).
 
   ``gamma_init`` may be negative (start with the inverse-focal loss) or 0 (cross-entropy until the first update,
@@ -196,8 +206,14 @@ def _equal_mass_edges(conf, valid, num_bins, rule="quantile"):
 
 
 def adafocal_validation_stats(
-  val_probs, val_labels, num_bins: int, *, binning: str = "equal_mass", where=None, axis_name=None
-):
+  val_probs: jax.typing.ArrayLike,
+  val_labels: jax.typing.ArrayLike,
+  num_bins: int,
+  *,
+  binning: str = "equal_mass",
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   r"""Validation bins of AdaFocal: edges, calibration gaps :math:`C_{val,b} - A_{val,b}` and counts.
 
   The confidence of a validation sample is its top-1 probability :math:`c = \max_k p_k` and it is correct when
@@ -254,16 +270,16 @@ def adafocal_validation_stats(
 
 def adafocal_update(
   state: AdaFocalState,
-  val_probs,
-  val_labels,
+  val_probs: jax.typing.ArrayLike,
+  val_labels: jax.typing.ArrayLike,
   *,
   lam: float = 1.0,
   gamma_max: float = 20.0,
   switch_threshold: float = 0.2,
   gamma_min: float = -2.0,
   binning: str = "equal_mass",
-  where=None,
-  axis_name=None,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
 ) -> AdaFocalState:
   r"""One AdaFocal epoch update of every bin's gamma from validation calibration (pure; jit with ``binning`` static).
 

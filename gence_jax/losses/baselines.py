@@ -40,7 +40,14 @@ def _prepare(logits, labels, where, fn):
   return logits, labels, where, jax.nn.logsumexp(logits, axis=-1), log_prob_of_label(logits, labels)
 
 
-def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, axis_name=None):
+def cross_entropy(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  label_smoothing: float = 0.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Cross-entropy with optional label smoothing.
 
   .. math:: \ell(z, y) = -\sum_k t_k \log p_k, \qquad t = (1 - \varepsilon) e_y + \varepsilon / K
@@ -58,7 +65,14 @@ def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, where=None, a
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def generalized_ce(logits, labels, *, q: float = 0.7, where=None, axis_name=None):
+def generalized_ce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  q: float = 0.7,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Generalized cross-entropy, the :math:`L_q` loss of Zhang & Sabuncu 2018.
 
   .. math:: \ell(z, y) = \frac{1 - p_y^{\,q}}{q}, \qquad q \in (0, 1]
@@ -77,7 +91,13 @@ def generalized_ce(logits, labels, *, q: float = 0.7, where=None, axis_name=None
 lq = generalized_ce
 
 
-def mae(logits, labels, *, where=None, axis_name=None):
+def mae(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Mean absolute error between the one-hot label and the softmax output.
 
   .. math:: \ell(z, y) = \lVert e_y - p \rVert_1 = 2 (1 - p_y)
@@ -105,7 +125,14 @@ def _focal_term(log_py, gamma):
   return -modulator(-jnp.expm1(log_py), gamma) * log_py
 
 
-def focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
+def focal(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 2.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Focal loss.
 
   .. math:: \ell(z, y) = -(1 - p_y)^\gamma \log p_y, \qquad \gamma \ge 0
@@ -120,7 +147,13 @@ def focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def flsd53(logits, labels, *, where=None, axis_name=None):
+def flsd53(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Sample-dependent focal loss FLSD-53.
 
   .. math:: \ell(z, y) = -(1 - p_y)^{\gamma(p_y)} \log p_y, \qquad
@@ -153,7 +186,14 @@ def _logit_below_label(logits, labels):
   return z_j, z_j < z_y  # no class below: argmax returns a class whose logit is >= z_y
 
 
-def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None):
+def dual_focal(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 2.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Dual focal loss.
 
   .. math:: \ell(z, y) = -(1 - p_y + p_j)^\gamma \log p_y, \qquad p_j = \max\{p_k : p_k < p_y\}
@@ -179,7 +219,13 @@ def dual_focal(logits, labels, *, gamma: float = 2.0, where=None, axis_name=None
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def brier(logits, labels, *, where=None, axis_name=None):
+def brier(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Brier score of the softmax output (Brier 1950, "Verification of forecasts expressed in terms of probability").
 
   .. math:: \ell(z, y) = \sum_k (p_k - [k = y])^2
@@ -198,15 +244,15 @@ RCE_LOG_ZERO_CODE = math.log(1e-4)
 
 
 def nce_rce(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
   log_zero: float = RCE_LOG_ZERO_PAPER,
-  where=None,
-  axis_name=None,
-):
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Active-passive loss NCE+RCE: normalized cross-entropy plus reverse cross-entropy.
 
   .. math::

@@ -8,13 +8,16 @@ error instead; it uses `jax.experimental.checkify`, so the checks themselves run
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
 
-def check_inputs(logits, labels, where=None):
+def check_inputs(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, where: jax.typing.ArrayLike | None = None
+) -> None:
   """`checkify.check`s that labels are in [0, K) and logits are finite on every row that counts (`where`)."""
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   num_classes = logits.shape[-1]
@@ -39,7 +42,7 @@ class LossInputError(ValueError):
   """Raised by a `checked` loss on out-of-range labels or non-finite logits."""
 
 
-def checked(loss_fn):
+def checked(loss_fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
   """Returns `loss_fn` that raises `LossInputError` (a ValueError) on out-of-range labels or NaN/Inf logits.
 
   The returned function jits and checkifies internally, so call it from Python (not inside another `jit`).

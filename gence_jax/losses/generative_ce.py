@@ -159,7 +159,14 @@ _gence_core.defvjp(
 )
 
 
-def gence(logits, labels, *, include_self: bool = True, where=None, axis_name=None):
+def gence(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  include_self: bool = True,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Generative Cross-Entropy, one value per example.
 
   .. math::

@@ -21,13 +21,16 @@ then register ``_Entry(fn, state=StateSpec(init, update, hparams=(...)))`` in `g
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from gence_jax.losses.adafocal import adafocal, adafocal_init, adafocal_update
 from gence_jax.losses.minimax_gce import mgce_l1_penalty
+
+if TYPE_CHECKING:
+  from gence_jax.losses.registry import Loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +90,9 @@ def check_adafocal_hparams(**hparams) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- MGCE
-def mgce_objective_report(loss, logits, labels, params, l1: float) -> dict:
+def mgce_objective_report(
+  loss: Loss, logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, params: Any, l1: float
+) -> dict:
   r"""The MGCE training objective on the training split, and what it bounds.
 
   .. math:: R = \frac{1}{n}\sum_i \bigl[-z_{y_i} - \nu(z_i)\bigr] + \lambda \lVert\theta\rVert_1

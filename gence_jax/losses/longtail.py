@@ -152,7 +152,15 @@ def posthoc_logit_adjustment(
 
 
 # ---------------------------------------------------------------------------------------------- losses
-def logit_adjusted(logits, labels, *, class_counts, tau: float = 1.0, where=None, axis_name=None) -> jax.Array:
+def logit_adjusted(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
+  tau: float = 1.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Logit-adjusted cross-entropy (Menon et al. 2021).
 
   .. math:: \ell(z, y) = -\log \frac{e^{z_y + \tau \log \pi_y}}{\sum_c e^{z_c + \tau \log \pi_c}}
@@ -171,7 +179,14 @@ def logit_adjusted(logits, labels, *, class_counts, tau: float = 1.0, where=None
   return finalize(-log_prob_of_label(adjusted, labels), labels, logits.shape[-1], where)
 
 
-def balanced_softmax(logits, labels, *, class_counts, where=None, axis_name=None) -> jax.Array:
+def balanced_softmax(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Balanced softmax cross-entropy (Ren et al. 2020).
 
   .. math:: \ell(z, y) = -\log \frac{n_y e^{z_y}}{\sum_c n_c e^{z_c}} = \mathrm{CE}(z + \log n, y)
@@ -188,7 +203,13 @@ def balanced_softmax(logits, labels, *, class_counts, where=None, axis_name=None
 
 
 def class_balanced_ce(
-  logits, labels, *, class_counts, beta: float = CB_BETA, where=None, axis_name=None
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
+  beta: float = CB_BETA,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
 ) -> jax.Array:
   r"""Class-balanced cross-entropy by effective number of samples (Cui et al. 2019, with softmax CE).
 
@@ -223,7 +244,14 @@ def _ldam_core(logits, labels, where, margins, weights, s):
 
 
 def ldam(
-  logits, labels, *, class_counts, max_margin: float = 0.5, s: float = 30.0, where=None, axis_name=None
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
+  max_margin: float = 0.5,
+  s: float = 30.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
 ) -> jax.Array:
   r"""Label-distribution-aware margin (LDAM) loss (Cao et al. 2019).
 
@@ -277,7 +305,11 @@ def _drw_weights(counts, drw_beta, active) -> jax.Array:
 
 
 def ldam_drw_init(
-  *, class_counts, max_margin: float = 0.5, drw_epoch: int = DRW_EPOCH, drw_beta: float = CB_BETA
+  *,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
+  max_margin: float = 0.5,
+  drw_epoch: int = DRW_EPOCH,
+  drw_beta: float = CB_BETA,
 ) -> LDAMDRWState:
   """The state before the first epoch: the margins, and weights that are the class-balanced ones only if
   ``drw_epoch == 0`` (re-weighting from the start), else ones. float32."""
@@ -290,10 +322,10 @@ def ldam_drw_init(
 def ldam_drw_update(
   state: LDAMDRWState,
   *,
-  epoch,
-  val_probs=None,
-  val_labels=None,
-  class_counts,
+  epoch: int,
+  val_probs: jax.typing.ArrayLike | None = None,
+  val_labels: jax.typing.ArrayLike | None = None,
+  class_counts: jax.typing.ArrayLike | Sequence[int],
   max_margin: float = 0.5,
   drw_epoch: int = DRW_EPOCH,
   drw_beta: float = CB_BETA,
@@ -305,7 +337,15 @@ def ldam_drw_update(
   return LDAMDRWState(state.margins, _drw_weights(counts, drw_beta, jnp.asarray(epoch) >= drw_epoch))
 
 
-def ldam_drw(logits, labels, *, state: LDAMDRWState, s: float = 30.0, where=None, axis_name=None) -> jax.Array:
+def ldam_drw(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  state: LDAMDRWState,
+  s: float = 30.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""LDAM with deferred re-weighting (LDAM-DRW; Cao et al. 2019).
 
   .. math:: \ell_t(z, y) = w_y^{(t)} \, \mathrm{CE}\bigl(s\,(z - \Delta_y e_y),\ y\bigr), \qquad

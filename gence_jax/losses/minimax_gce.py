@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -418,7 +419,13 @@ def _check_logits(logits, fn):
   return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
-def mgce_nu(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max_iter: int = DEFAULT_MAX_ITER):
+def mgce_nu(
+  logits: jax.typing.ArrayLike,
+  *,
+  beta: float = DEFAULT_BETA,
+  tol: float | None = None,
+  max_iter: int = DEFAULT_MAX_ITER,
+) -> jax.Array:
   r"""The MGCE normaliser :math:`\nu(z)`: the root of :math:`\sum_c [(z_c+\nu)/\beta + 1]_+^\beta = 1`.
 
   Differentiable by implicit differentiation: :math:`\partial\nu/\partial z = -w`. Shape ``logits.shape[:-1]``.
@@ -431,15 +438,15 @@ def mgce_nu(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max
 
 
 def mgce(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   beta: float = DEFAULT_BETA,
-  where=None,
-  axis_name=None,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
   tol: float | None = None,
   max_iter: int = DEFAULT_MAX_ITER,
-):
+) -> jax.Array:
   r"""Minimax Generalized Cross-Entropy, one value per example.
 
   .. math:: \ell(z, y) = -z_y - \nu(z), \qquad \partial \ell / \partial z = w - e_y
@@ -459,7 +466,13 @@ def mgce(
   return finalize(loss, labels, logits.shape[-1], where)
 
 
-def mgce_probs(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max_iter: int = DEFAULT_MAX_ITER):
+def mgce_probs(
+  logits: jax.typing.ArrayLike,
+  *,
+  beta: float = DEFAULT_BETA,
+  tol: float | None = None,
+  max_iter: int = DEFAULT_MAX_ITER,
+) -> jax.Array:
   r"""The MGCE probability link :math:`h_c = \psi_c^\beta / \sum_k \psi_k^\beta`, :math:`\psi = [(z+\nu)/\beta+1]_+`.
 
   At the exact root the sum is 1; dividing by it removes the root finder's residual. Sparse for small beta
@@ -472,7 +485,13 @@ def mgce_probs(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, 
   return h / jnp.sum(h, axis=-1, keepdims=True)
 
 
-def mgce_worst_case(logits, *, beta: float = DEFAULT_BETA, tol: float | None = None, max_iter: int = DEFAULT_MAX_ITER):
+def mgce_worst_case(
+  logits: jax.typing.ArrayLike,
+  *,
+  beta: float = DEFAULT_BETA,
+  tol: float | None = None,
+  max_iter: int = DEFAULT_MAX_ITER,
+) -> jax.Array:
   r"""The worst-case distribution :math:`w_c = \psi_c^{\beta-1}/\sum_k\psi_k^{\beta-1}` (so that
   :math:`\nabla_z \ell = w - e_y`). Not differentiable (it is a gradient already)."""
   logits = jax.lax.stop_gradient(_check_logits(logits, "mgce_worst_case"))
@@ -480,7 +499,7 @@ def mgce_worst_case(logits, *, beta: float = DEFAULT_BETA, tol: float | None = N
   return _worst_case(x, t, beta)
 
 
-def mgce_l1_penalty(params, lam: float = 1e-5):
+def mgce_l1_penalty(params: Any, lam: float = 1e-5) -> jax.Array:
   r"""The uncertainty-set term of the MGCE training objective: :math:`\lambda \lVert\theta\rVert_1` over every leaf.
 
   Its gradient is the subgradient :math:`\lambda\,\mathrm{sign}(\theta)` (0 at 0).

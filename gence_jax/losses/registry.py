@@ -73,7 +73,15 @@ class Loss:
   def stateful(self) -> bool:
     return self.state_spec is not None
 
-  def per_example(self, logits, labels, *, where=None, axis_name=None, state=None) -> jax.Array:
+  def per_example(
+    self,
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    where: jax.typing.ArrayLike | None = None,
+    axis_name: str | None = None,
+    state: Any = None,
+  ) -> jax.Array:
     """One loss value per example (no reduction); a stateful loss reads ``state`` (see `init_state`)."""
     kwargs = dict(where=where, axis_name=axis_name, **self.fn_hparams)
     if self.stateful:
@@ -99,7 +107,14 @@ class Loss:
     own = {k: v for k, v in self.hparams.items() if k in self.state_spec.hparams}
     return self.state_spec.init(**own)
 
-  def update_state(self, state, *, epoch: int, val_probs=None, val_labels=None) -> Any:
+  def update_state(
+    self,
+    state: Any,
+    *,
+    epoch: int,
+    val_probs: jax.typing.ArrayLike | None = None,
+    val_labels: jax.typing.ArrayLike | None = None,
+  ) -> Any:
     """The state after `epoch` (1-based) has ended; the state unchanged for a stateless loss."""
     if not self.stateful:
       return state
@@ -111,7 +126,15 @@ class Loss:
     """Whether `update_state` reads validation predictions."""
     return self.stateful and self.state_spec.needs_validation
 
-  def __call__(self, logits, labels, *, where=None, axis_name=None, state=None):
+  def __call__(
+    self,
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    where: jax.typing.ArrayLike | None = None,
+    axis_name: str | None = None,
+    state: Any = None,
+  ) -> jax.Array:
     return self.per_example(logits, labels, where=where, axis_name=axis_name, state=state)
 
 
@@ -205,7 +228,7 @@ def _hparam_names(entry: _Entry) -> set[str]:
   return names | set(entry.state.hparams if entry.state else ())
 
 
-def get_loss(name: str, *, data: Mapping[str, Any] | None = None, **hparams) -> Loss:
+def get_loss(name: str, *, data: Mapping[str, Any] | None = None, **hparams: Any) -> Loss:
   """Returns the registered loss `name` with `hparams` bound.
 
   ``data`` supplies the hyper-parameters a loss takes from the training split (see `data_hparams`), e.g.

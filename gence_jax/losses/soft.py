@@ -108,7 +108,14 @@ def _expect(targets, values):
   return jnp.sum(jnp.where(targets > 0, targets * values, 0.0), axis=-1)
 
 
-def cross_entropy_soft(logits, targets, *, label_smoothing: float = 0.0, where=None, axis_name=None) -> jax.Array:
+def cross_entropy_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  label_smoothing: float = 0.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Cross-entropy against a target distribution, with optional label smoothing applied to the target.
 
   .. math:: \ell(z, t) = -\sum_k t'_k \log p_k, \qquad t' = (1 - \varepsilon)\, t + \varepsilon / K
@@ -124,7 +131,14 @@ def cross_entropy_soft(logits, targets, *, label_smoothing: float = 0.0, where=N
   return _finalize(-_expect(targets, jax.nn.log_softmax(logits, axis=-1)), where)
 
 
-def generalized_ce_soft(logits, targets, *, q: float = 0.7, where=None, axis_name=None) -> jax.Array:
+def generalized_ce_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  q: float = 0.7,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Generalized cross-entropy (:math:`L_q`) as the expectation of the integer-label loss over the target.
 
   .. math:: \ell(z, t) = \sum_k t_k \frac{1 - p_k^{\,q}}{q} = \frac{1 - \sum_k t_k p_k^{\,q}}{q}, \qquad q \in (0, 1]
@@ -140,7 +154,13 @@ def generalized_ce_soft(logits, targets, *, q: float = 0.7, where=None, axis_nam
   return _finalize(_expect(targets, per_class), where)
 
 
-def mae_soft(logits, targets, *, where=None, axis_name=None) -> jax.Array:
+def mae_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Mean absolute error between the target distribution and the softmax output.
 
   .. math:: \ell(z, t) = \lVert t - p \rVert_1 = \sum_k |t_k - p_k|
@@ -154,7 +174,14 @@ def mae_soft(logits, targets, *, where=None, axis_name=None) -> jax.Array:
   return _finalize(jnp.sum(jnp.abs(targets - jax.nn.softmax(logits, axis=-1)), axis=-1), where)
 
 
-def focal_soft(logits, targets, *, gamma: float = 2.0, where=None, axis_name=None) -> jax.Array:
+def focal_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  gamma: float = 2.0,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Focal loss as the expectation of the integer-label loss over the target.
 
   .. math:: \ell(z, t) = -\sum_k t_k (1 - p_k)^\gamma \log p_k, \qquad \gamma \ge 0
@@ -170,7 +197,13 @@ def focal_soft(logits, targets, *, gamma: float = 2.0, where=None, axis_name=Non
   return _finalize(_expect(targets, per_class), where)
 
 
-def brier_soft(logits, targets, *, where=None, axis_name=None) -> jax.Array:
+def brier_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Brier score of the softmax output against a target distribution.
 
   .. math:: \ell(z, t) = \lVert p - t \rVert_2^2 = \sum_k (p_k - t_k)^2
@@ -183,14 +216,14 @@ def brier_soft(logits, targets, *, where=None, axis_name=None) -> jax.Array:
 
 
 def nce_rce_soft(
-  logits,
-  targets,
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
   log_zero: float = baselines.RCE_LOG_ZERO_PAPER,
-  where=None,
-  axis_name=None,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
 ) -> jax.Array:
   r"""Active-passive loss NCE+RCE against a target distribution.
 
@@ -219,12 +252,12 @@ def nce_rce_soft(
 
 
 def mgce_soft(
-  logits,
-  targets,
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
   *,
   beta: float = DEFAULT_BETA,
-  where=None,
-  axis_name=None,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
   tol: float | None = None,
   max_iter: int = DEFAULT_MAX_ITER,
 ) -> jax.Array:
@@ -265,7 +298,14 @@ def _log1mexp(a):
   return jnp.where(near, jnp.log(-jnp.expm1(jnp.where(near, a, -1.0))), jnp.log1p(-jnp.exp(jnp.where(near, -1.0, a))))
 
 
-def gence_soft(logits, targets, *, include_self: bool = True, where=None, axis_name=None) -> jax.Array:
+def gence_soft(
+  logits: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  *,
+  include_self: bool = True,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+) -> jax.Array:
   r"""Generative Cross-Entropy against a target distribution: the expectation of the integer loss over the target.
 
   GenCE maximises :math:`\log q(x|y) = \log q(y|x) - \log q(y) + \log p(x)` with :math:`q(y) = \mathbb{E}_x q(y|x)`
