@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +28,13 @@ import numpy as np
 from gence_jax import checks
 
 
-def bin_edges(num_bins: int, dtype=jnp.float32) -> np.ndarray:
+def bin_edges(num_bins: int, dtype: jax.typing.DTypeLike = jnp.float32) -> np.ndarray:
   """The ``num_bins + 1`` bin edges ``b / num_bins`` (computed in float64, rounded once to ``dtype``)."""
   num_bins = checks.check_num_bins("bin_edges", num_bins)
   return (np.arange(num_bins + 1, dtype=np.float64) / num_bins).astype(dtype)
 
 
-def bin_index(values, num_bins: int) -> jax.Array:
+def bin_index(values: jax.typing.ArrayLike, num_bins: int) -> jax.Array:
   """Bin of each value in [0, 1]: ``b`` such that ``e_b < v <= e_{b+1}`` (0 -> first bin, 1.0 -> last bin).
 
   Equals ``clip(ceil(v * num_bins) - 1, 0, num_bins - 1)`` in exact arithmetic; computed as the number of interior
@@ -86,7 +86,9 @@ class CalibrationStats:
     return jnp.sum(self.count)
 
   @classmethod
-  def zeros(cls, num_classes: Optional[int], num_bins: int = 15, dtype=jnp.float32) -> "CalibrationStats":
+  def zeros(
+    cls, num_classes: Optional[int], num_bins: int = 15, dtype: jax.typing.DTypeLike = jnp.float32
+  ) -> "CalibrationStats":
     """Empty statistics (the identity of :func:`merge`); ``num_classes=None`` omits the classwise part."""
     m = checks.check_num_bins("CalibrationStats.zeros", num_bins)
     cls_part = {}
@@ -103,7 +105,7 @@ class CalibrationStats:
     )
 
 
-def merge(a, b):
+def merge(a: Any, b: Any) -> Any:
   """Adds two statistics pytrees (:class:`CalibrationStats`, ``EvalStats``) leaf by leaf."""
   return jax.tree.map(jnp.add, a, b)
 
@@ -150,7 +152,13 @@ def _valid(where, n):
 
 
 def calibration_stats(
-  probs, labels, *, num_bins: int = 15, where=None, classwise: bool = True, axis_name=None
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+  classwise: bool = True,
+  axis_name: str | None = None,
 ) -> CalibrationStats:
   """Per-bin sufficient statistics of a batch of predictions.
 
@@ -238,7 +246,13 @@ def sce_from_stats(stats: CalibrationStats, *, skip_zeros: bool = False) -> jax.
 # ----------------------------------------------------------------------------------------------- metric wrappers
 
 
-def ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+def ece(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Expected calibration error with equal-width bins on the top-label confidence (Guo et al. 2017; Naeini et al. 2015).
 
       ECE = sum_{b=1}^{M} (n_b / N) |acc_b - conf_b|
@@ -250,7 +264,13 @@ def ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
   return ece_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where, classwise=False))
 
 
-def mce(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+def mce(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Maximum calibration error (Naeini et al. 2015; Guo et al. 2017): max over NON-EMPTY bins of |acc_b - conf_b|.
 
   Same top-label equal-width bins as :func:`ece` (edges b / M, bins (lo, hi], 0 -> first bin, 1.0 -> last bin).
@@ -258,7 +278,13 @@ def mce(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
   return mce_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where, classwise=False))
 
 
-def classwise_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+def classwise_ece(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Classwise ECE (Kull et al. 2019), the MEAN over classes (not the sum) of per-class equal-width-bin ECE.
 
       cwECE = (1/K) sum_{k=1}^{K} sum_{b=1}^{M} (n_bk / N) |acc_bk - conf_bk|
@@ -270,7 +296,14 @@ def classwise_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array
   return classwise_ece_from_stats(calibration_stats(probs, labels, num_bins=num_bins, where=where))
 
 
-def sce(probs, labels, *, num_bins: int = 15, where=None, skip_zeros: bool = False) -> jax.Array:
+def sce(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+  skip_zeros: bool = False,
+) -> jax.Array:
   """Static calibration error (Nixon et al. 2019, "Measuring Calibration in Deep Learning").
 
       SCE = (1/K) sum_{k=1}^{K} sum_{b=1}^{M} (n_bk / N) |acc_bk - conf_bk|

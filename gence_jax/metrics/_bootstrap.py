@@ -196,7 +196,7 @@ def bootstrap_stats(
   num_bins: int = 15,
   indices: Optional[jax.typing.ArrayLike] = None,
   where: Optional[jax.typing.ArrayLike] = None,
-  axis_name=None,
+  axis_name: str | None = None,
   nll_eps: Optional[float] = None,
 ) -> BootstrapStats:
   """:class:`BootstrapStats` of a batch: unweighted and Poisson-weighted :class:`EvalStats` (jit-able, mergeable).

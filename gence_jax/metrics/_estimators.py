@@ -81,7 +81,14 @@ def _top_label_inputs(fn, probs, labels, where, num_bins):
   return conf, correct, valid, num_bins
 
 
-def equal_mass_stats(probs, labels, *, num_bins: int = 15, where=None, weights=None) -> _binned.CalibrationStats:
+def equal_mass_stats(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+  weights: jax.typing.ArrayLike | None = None,
+) -> _binned.CalibrationStats:
   """Top-label statistics over equal-mass (adaptive) bins; NOT mergeable (the bins depend on every confidence).
 
   Examples are sorted by confidence c_i = max_k p_ik (ascending; ties broken by correctness, incorrect first) and the
@@ -247,7 +254,7 @@ def smooth_ece_stats(
   *,
   grid_size: int = 2001,
   where: Optional[jax.typing.ArrayLike] = None,
-  axis_name=None,
+  axis_name: str | None = None,
 ) -> SmoothECEStats:
   """:class:`SmoothECEStats` of a batch (``psum``-ed over ``axis_name`` if given); see :func:`smooth_ece`."""
   grid_size = checks.check_num_bins("smooth_ece_stats", grid_size, "grid_size")
@@ -307,7 +314,9 @@ def _smooth_ece_fixed_sigma(stats: SmoothECEStats, sigma):
   return _smooth_ece_at(stats.residual, stats.count.astype(dt), jnp.asarray(sigma, dt))
 
 
-def smooth_ece_from_stats(stats: SmoothECEStats, *, sigma=None, return_sigma: bool = False):
+def smooth_ece_from_stats(
+  stats: SmoothECEStats, *, sigma: float | None = None, return_sigma: bool = False
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Smooth ECE from :class:`SmoothECEStats`; see :func:`smooth_ece` for the definition.
 
   ``sigma=None``: the fixed-point bandwidth sigma* (found by bisection); otherwise smECE at that bandwidth.
@@ -331,7 +340,7 @@ def smooth_ece(
   grid_size: int = 2001,
   where: Optional[jax.typing.ArrayLike] = None,
   return_sigma: bool = False,
-):
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Smooth ECE (Blasiok & Nakkiran 2023, "Smooth ECE: Principled Reliability Diagrams via Kernel Smoothing").
 
   On the top-label pairs (c_i, z_i) with residuals r_i = z_i - c_i, the kernel-smoothed residual and density are

@@ -76,7 +76,9 @@ def _compute(probs, labels, where, *, num_bins=15, class_counts=None, thresholds
   return _core(probs, labels, valid, jnp.asarray(groups), num_bins=num_bins)
 
 
-def per_class_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where=None) -> jax.Array:
+def per_class_accuracy(
+  probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""Accuracy (recall) of each class over its test examples.
 
   .. math:: \mathrm{acc}_c = \frac{\#\{i : y_i = c,\ \hat y_i = c\}}{\#\{i : y_i = c\}}
@@ -86,7 +88,9 @@ def per_class_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
   return _compute(probs, labels, where, fn="per_class_accuracy")["per_class_accuracy"]
 
 
-def balanced_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where=None) -> jax.Array:
+def balanced_accuracy(
+  probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""Balanced accuracy: the mean per-class recall over the classes present in the test labels.
 
   .. math:: \mathrm{bAcc} = \frac{1}{|C|} \sum_{c \in C} \mathrm{acc}_c, \qquad C = \{c : \#\{i : y_i = c\} > 0\}
@@ -100,7 +104,11 @@ def balanced_accuracy(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
 
 
 def per_class_ece(
-  probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, num_bins: int = 15, where=None
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Top-label ECE restricted to the test examples of each true class.
 
@@ -160,7 +168,7 @@ def shot_accuracy(
   *,
   many_threshold: float = MANY_SHOT_THRESHOLD,
   few_threshold: float = FEW_SHOT_THRESHOLD,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
 ) -> dict[str, jax.Array]:
   r"""Many-, medium- and few-shot accuracy (Liu et al. 2019).
 
@@ -185,7 +193,7 @@ def longtail_metrics(
   num_bins: int = 15,
   many_threshold: float = MANY_SHOT_THRESHOLD,
   few_threshold: float = FEW_SHOT_THRESHOLD,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
 ) -> dict[str, jax.Array]:
   """The long-tail summary in one pass: ``balanced_accuracy``, ``many_shot_accuracy``, ``medium_shot_accuracy``,
   ``few_shot_accuracy``, ``mean_per_class_ece`` (the mean of `per_class_ece` over the classes with test examples),

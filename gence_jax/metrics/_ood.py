@@ -20,12 +20,12 @@ import numpy as np
 HIGHER_IS_IN_DISTRIBUTION = True
 
 
-def max_prob(probs) -> jax.Array:
+def max_prob(probs: jax.typing.ArrayLike) -> jax.Array:
   """Maximum softmax (or link) probability max_k p_k (Hendrycks & Gimpel 2017). [..., K] -> [...]; higher = in."""
   return jnp.max(jnp.asarray(probs), axis=-1)
 
 
-def entropy(probs) -> jax.Array:
+def entropy(probs: jax.typing.ArrayLike) -> jax.Array:
   """NEGATIVE Shannon entropy, -H(p) = sum_k p_k log p_k (0 log 0 = 0), in nats. [..., K] -> [...]; higher = in.
 
   Note the sign: this is an OOD score, so a confident (low-entropy) prediction gets a high score.
@@ -35,7 +35,7 @@ def entropy(probs) -> jax.Array:
   return jnp.sum(plogp, axis=-1)
 
 
-def energy(logits, temperature: float = 1.0) -> jax.Array:
+def energy(logits: jax.typing.ArrayLike, temperature: float = 1.0) -> jax.Array:
   """NEGATIVE free energy (Liu et al. 2020, "Energy-based Out-of-distribution Detection").
 
   The energy is E(x; T) = -T logsumexp_k(z_k / T); the score returned is -E(x; T) = T logsumexp_k(z_k / T), so
@@ -75,7 +75,7 @@ def _pos_neg(scores_in, scores_out, positive):
   raise ValueError(f"positive must be 'in' or 'out'; got {positive!r}")
 
 
-def auroc(scores_in, scores_out, *, positive: str = "in") -> float:
+def auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike, *, positive: str = "in") -> float:
   """Area under the ROC curve = Mann-Whitney U / (n_pos n_neg), ties counted 1/2 (as sklearn's roc_auc_score).
 
       AUROC = (1 / (n_pos n_neg)) sum_{i in pos} sum_{j in neg} (1[s_i > s_j] + 0.5 * 1[s_i = s_j])
@@ -91,7 +91,7 @@ def auroc(scores_in, scores_out, *, positive: str = "in") -> float:
   return float(u / (pos.size * neg.size))
 
 
-def aupr(scores_in, scores_out, *, positive: str = "in") -> float:
+def aupr(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike, *, positive: str = "in") -> float:
   """Area under the precision-recall curve as step-wise average precision (sklearn's average_precision_score).
 
       AP = sum_t (R_t - R_{t-1}) P_t
@@ -119,7 +119,12 @@ _FPR_RULES = ("first_reaching", "closest")
 
 
 def fpr_at_tpr(
-  scores_in, scores_out, *, tpr: float = 0.95, positive: str = "in", rule: str = "first_reaching"
+  scores_in: jax.typing.ArrayLike,
+  scores_out: jax.typing.ArrayLike,
+  *,
+  tpr: float = 0.95,
+  positive: str = "in",
+  rule: str = "first_reaching",
 ) -> float:
   """False-positive rate at the threshold chosen by ``rule`` for the target true-positive rate ``tpr``.
 
@@ -160,6 +165,12 @@ def fpr_at_tpr(
   return float(np.mean(neg >= t))
 
 
-def fpr_at_95_tpr(scores_in, scores_out, *, positive: str = "in", rule: str = "first_reaching") -> float:
+def fpr_at_95_tpr(
+  scores_in: jax.typing.ArrayLike,
+  scores_out: jax.typing.ArrayLike,
+  *,
+  positive: str = "in",
+  rule: str = "first_reaching",
+) -> float:
   """:func:`fpr_at_tpr` with tpr = 0.95 (FPR95; Hendrycks & Gimpel 2017, Liu et al. 2020); see there for ``rule``."""
   return fpr_at_tpr(scores_in, scores_out, tpr=0.95, positive=positive, rule=rule)

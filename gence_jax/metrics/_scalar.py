@@ -52,12 +52,20 @@ class EvalStats:
     return self.calibration.num_bins
 
   @classmethod
-  def zeros(cls, num_classes: int, num_bins: int = 15, dtype=jnp.float32) -> "EvalStats":
+  def zeros(cls, num_classes: int, num_bins: int = 15, dtype: jax.typing.DTypeLike = jnp.float32) -> "EvalStats":
     z = jnp.zeros((), dtype)
     zi = jnp.zeros((), jnp.int32)
     return cls(zi, zi, z, z, _binned.CalibrationStats.zeros(num_classes, num_bins, dtype))
 
-  def update(self, probs, labels, *, where=None, axis_name=None, nll_eps=None) -> "EvalStats":
+  def update(
+    self,
+    probs: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    where: jax.typing.ArrayLike | None = None,
+    axis_name: str | None = None,
+    nll_eps: float | None = None,
+  ) -> "EvalStats":
     """``self`` merged with the statistics of one more batch (same number of bins as ``self``)."""
     return update_eval_stats(self, probs, labels, where=where, axis_name=axis_name, nll_eps=nll_eps)
 
@@ -78,7 +86,15 @@ def _eval_core(probs, labels, valid, *, num_bins, eps):
   )
 
 
-def eval_stats(probs, labels, *, num_bins: int = 15, where=None, axis_name=None, nll_eps=None) -> EvalStats:
+def eval_stats(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+  nll_eps: float | None = None,
+) -> EvalStats:
   """:class:`EvalStats` of one batch (``psum``-ed over ``axis_name`` if given). See :func:`nll` for ``nll_eps``."""
   num_bins = checks.check_num_bins("eval_stats", num_bins)
   probs, labels, where = checks.check_probs("eval_stats", probs, labels, where)
@@ -89,7 +105,15 @@ def eval_stats(probs, labels, *, num_bins: int = 15, where=None, axis_name=None,
   return stats
 
 
-def update_eval_stats(stats: EvalStats, probs, labels, *, where=None, axis_name=None, nll_eps=None) -> EvalStats:
+def update_eval_stats(
+  stats: EvalStats,
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  axis_name: str | None = None,
+  nll_eps: float | None = None,
+) -> EvalStats:
   """``merge(stats, eval_stats(probs, labels, num_bins=stats.num_bins, ...))``."""
   new = eval_stats(probs, labels, num_bins=stats.num_bins, where=where, axis_name=axis_name, nll_eps=nll_eps)
   return _binned.merge(stats, new)
@@ -131,12 +155,20 @@ def _prep(fn, probs, labels, where):
   return probs, labels, _binned._valid(where, probs.shape[0])
 
 
-def accuracy(probs, labels, *, where=None) -> jax.Array:
+def accuracy(
+  probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   """Top-1 accuracy (1/N) sum_i 1[argmax_k p_ik = y_i] (first maximum on ties); N = unmasked examples."""
   return _means(*_prep("accuracy", probs, labels, where), None)[0]
 
 
-def nll(probs, labels, *, where=None, eps: Optional[float] = None) -> jax.Array:
+def nll(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  where: jax.typing.ArrayLike | None = None,
+  eps: Optional[float] = None,
+) -> jax.Array:
   """Negative log-likelihood (1/N) sum_i -log max(p_{i,y_i}, eps).
 
   ``eps`` defaults to the smallest positive normal number of the dtype (``jnp.finfo(dtype).tiny``, so an exact zero
@@ -146,7 +178,9 @@ def nll(probs, labels, *, where=None, eps: Optional[float] = None) -> jax.Array:
   return _means(*_prep("nll", probs, labels, where), eps)[1]
 
 
-def brier(probs, labels, *, where=None) -> jax.Array:
+def brier(
+  probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, where: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   """Multi-class Brier score (Brier 1950), SUMMED over classes: (1/N) sum_i sum_k (p_ik - 1[y_i = k])^2, in [0, 2]."""
   return _means(*_prep("brier", probs, labels, where), None)[2]
 
@@ -173,7 +207,13 @@ def _adaptive_core(conf, correct, valid, *, num_bins):
   return jnp.sum(jnp.abs(n_correct.astype(dt) - conf_sum)) / n.astype(dt)
 
 
-def adaptive_ece_from_confidences(confidences, correct, *, num_bins: int = 15, where=None) -> jax.Array:
+def adaptive_ece_from_confidences(
+  confidences: jax.typing.ArrayLike,
+  correct: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Adaptive (equal-mass) ECE from top-label confidences [N] (float) and correctness [N] (bool).
 
   Use this in an evaluation loop: keep the two [N] vectors (cheap) and call it once at the end, because
@@ -190,7 +230,13 @@ def adaptive_ece_from_confidences(confidences, correct, *, num_bins: int = 15, w
   return _adaptive_core(conf, correct, _binned._valid(where, conf.shape[0]), num_bins=num_bins)
 
 
-def adaptive_ece(probs, labels, *, num_bins: int = 15, where=None) -> jax.Array:
+def adaptive_ece(
+  probs: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_bins: int = 15,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Adaptive ECE: the TOP-LABEL ECE with equal-mass bins, AdaECE of Mukhoti et al. 2020 ("Calibrating Deep
   Neural Networks using Focal Loss", NeurIPS 2020).
 
