@@ -16,7 +16,9 @@ Link = Callable[[jax.Array], jax.Array]
 _LOGIT_PARAMS = (_temperature.TemperatureParams, _temperature.ATSParams)
 
 
-def apply_calibrator(params, logits) -> jax.Array:
+def apply_calibrator(
+  params: _temperature.TemperatureParams | _temperature.ATSParams, logits: jax.typing.ArrayLike
+) -> jax.Array:
   """Calibrated LOGITS of temperature scaling or ATS (:func:`apply_temperature` / :func:`apply_ats`)."""
   if isinstance(params, _temperature.TemperatureParams):
     return _temperature.apply_temperature(params, logits)
@@ -34,7 +36,7 @@ _APPLY = {
 }
 
 
-def calibrated_probs(params, logits, link: Optional[Link] = None) -> jax.Array:
+def calibrated_probs(params: Any, logits: jax.typing.ArrayLike, link: Optional[Link] = None) -> jax.Array:
   """Calibrated probabilities [..., K] of any fitted calibrator's params; jit-able.
 
   For temperature scaling and ATS this is ``link(apply_calibrator(params, logits))`` and ``link`` defaults to the
@@ -107,7 +109,7 @@ class Calibrator:
   def link(self) -> Link:
     return self.params.link
 
-  def probs(self, logits) -> jax.Array:
+  def probs(self, logits: jax.typing.ArrayLike) -> jax.Array:
     """Calibrated probabilities [..., K] (jitted)."""
     return _calibrated_probs_jit(self.params, jnp.asarray(logits))
 
@@ -127,7 +129,14 @@ def _json_able(value) -> bool:
   )
 
 
-def fit(method: str, logits, labels, *, link: Link = jax.nn.softmax, **options) -> Calibrator:
+def fit(
+  method: str,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  link: Link = jax.nn.softmax,
+  **options: Any,
+) -> Calibrator:
   """Fits calibrator ``method`` (one of :func:`available_methods`) on held-out logits and labels.
 
   ``link`` is the model's probability link (``loss.probs``; softmax by default); ``options`` are the keyword

@@ -91,11 +91,11 @@ def _fit_histogram(logits, labels, valid, *, link, num_bins, binning, variant):
 
 
 def fit_histogram_binning(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   num_bins: int = 15,
   binning: str = "equal_mass",
   variant: str = "top_label",
@@ -121,7 +121,7 @@ def fit_histogram_binning(
   return HistogramBinningParams(boundaries=b, values=v, variant=variant, binning=binning, link=link)
 
 
-def apply_histogram_binning(params: HistogramBinningParams, logits) -> jax.Array:
+def apply_histogram_binning(params: HistogramBinningParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated probabilities ([..., K] -> [..., K])."""
   probs = params.link(jnp.asarray(logits))
   if params.variant == "top_label":
@@ -196,7 +196,12 @@ def _pad(rows):
 
 
 def fit_isotonic(
-  logits, labels, *, link: Link = jax.nn.softmax, where=None, variant: str = "top_label"
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  link: Link = jax.nn.softmax,
+  where: jax.typing.ArrayLike | None = None,
+  variant: str = "top_label",
 ) -> IsotonicParams:
   """Isotonic regression (Zadrozny & Elkan 2002, "Transforming classifier scores into accurate multiclass
   probability estimates"): the non-decreasing map m minimising
@@ -227,7 +232,7 @@ def fit_isotonic(
   return IsotonicParams(knots_x=jnp.asarray(kx, dtype), knots_y=jnp.asarray(ky, dtype), variant=variant, link=link)
 
 
-def apply_isotonic(params: IsotonicParams, logits) -> jax.Array:
+def apply_isotonic(params: IsotonicParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated probabilities ([..., K] -> [..., K])."""
   probs = params.link(jnp.asarray(logits))
   if params.variant == "top_label":
@@ -270,11 +275,11 @@ def _fit_bins_of_scaled(logits, temperature, valid, *, link, num_bins):
 
 
 def fit_scaling_binning(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   num_bins: int = 10,
   fit_fraction: float = 0.5,
   seed: int = 0,
@@ -313,7 +318,7 @@ def fit_scaling_binning(
   return ScalingBinningParams(temperature=ts.temperature, boundaries=b, values=v, link=link)
 
 
-def apply_scaling_binning(params: ScalingBinningParams, logits) -> jax.Array:
+def apply_scaling_binning(params: ScalingBinningParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated probabilities ([..., K] -> [..., K])."""
   probs = params.link(jnp.asarray(logits) / params.temperature)
   c = jnp.max(probs, axis=-1)

@@ -117,7 +117,12 @@ def _scores(x, kind, weight, bias):
   return x @ weight.T + bias
 
 
-def odir_penalty(weight, bias, reg_offdiag, reg_bias):
+def odir_penalty(
+  weight: jax.typing.ArrayLike,
+  bias: jax.typing.ArrayLike,
+  reg_offdiag: jax.typing.ArrayLike,
+  reg_bias: jax.typing.ArrayLike,
+) -> jax.Array:
   """ODIR (Kull et al. 2019): lambda / (K (K - 1)) sum_{i != j} W_ij^2 + mu / K sum_j b_j^2."""
   k = bias.shape[-1]
   off = jnp.sum(weight**2) - jnp.sum(jnp.diagonal(weight) ** 2)
@@ -165,7 +170,12 @@ def _fit(fn, kind, logits, labels, where, link, reg_offdiag, reg_bias, maxiter):
 
 
 def fit_vector_scaling(
-  logits, labels, *, link: Link = jax.nn.softmax, where=None, maxiter: int = DEFAULT_MAXITER
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  link: Link = jax.nn.softmax,
+  where: jax.typing.ArrayLike | None = None,
+  maxiter: int = DEFAULT_MAXITER,
 ) -> VectorScalingParams:
   """Vector scaling (Guo et al. 2017): per-class scale and offset of the logits, by NLL.
 
@@ -181,11 +191,11 @@ def fit_vector_scaling(
 
 
 def fit_matrix_scaling(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   reg_offdiag: float = DEFAULT_REG,
   reg_bias: float = DEFAULT_REG,
   maxiter: int = DEFAULT_MAXITER,
@@ -208,11 +218,11 @@ def fit_matrix_scaling(
 
 
 def fit_dirichlet(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   reg_offdiag: float = DEFAULT_REG,
   reg_bias: float = DEFAULT_REG,
   maxiter: int = DEFAULT_MAXITER,
@@ -234,12 +244,12 @@ def fit_dirichlet(
   )
 
 
-def apply_vector_scaling(params: VectorScalingParams, logits) -> jax.Array:
+def apply_vector_scaling(params: VectorScalingParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated probabilities link(w * z + b) ([..., K] -> [..., K])."""
   return params.link(_scores(jnp.asarray(logits), "vector", params.scale, params.bias))
 
 
-def apply_matrix_scaling(params: MatrixScalingParams, logits) -> jax.Array:
+def apply_matrix_scaling(params: MatrixScalingParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated probabilities: link(W z + b) (matrix) or softmax(W log link(z) + b) (Dirichlet); [..., K]."""
   logits = jnp.asarray(logits)
   x = _features(logits, params.kind, params.link)
@@ -247,7 +257,12 @@ def apply_matrix_scaling(params: MatrixScalingParams, logits) -> jax.Array:
   return jax.nn.softmax(s, axis=-1) if params.kind == "dirichlet" else params.link(s)
 
 
-def scaling_objective(params, logits, labels, where=None) -> jax.Array:
+def scaling_objective(
+  params: VectorScalingParams | MatrixScalingParams,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """The fitting objective of vector / matrix scaling or Dirichlet calibration at ``params`` (mean NLL + ODIR)."""
   if isinstance(params, VectorScalingParams):
     kind, theta, regs = "vector", jnp.concatenate([params.scale, params.bias]), (0.0, 0.0)

@@ -345,11 +345,11 @@ def _check_fit_args(fn, logits, labels, where, link, log_t_bounds, num_grid, num
 
 
 def fit_temperature(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS,
   num_grid: int = DEFAULT_NUM_GRID,
   num_golden: int = DEFAULT_NUM_GOLDEN,
@@ -393,11 +393,11 @@ def _ece_over_grid(logits, labels, valid, temps, *, link, num_bins):
 
 
 def fit_temperature_ece(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   temperatures: Optional[Sequence[float]] = None,
   num_bins: int = 15,
 ) -> TemperatureParams:
@@ -426,20 +426,20 @@ def fit_temperature_ece(
   return TemperatureParams(temperature=temps[jnp.argmin(values)], link=link)
 
 
-def apply_temperature(params: TemperatureParams, logits) -> jax.Array:
+def apply_temperature(params: TemperatureParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated logits = logits / T ([..., K] -> [..., K]); the argmax is unchanged."""
   return jnp.asarray(logits) / params.temperature
 
 
 def fit_ats(
-  logits,
-  labels,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
   *,
   link: Link = jax.nn.softmax,
   num_pieces: int = 4,
   min_count: int = 50,
   monotone: bool = True,
-  where=None,
+  where: jax.typing.ArrayLike | None = None,
   log_t_bounds: Tuple[float, float] = DEFAULT_LOG_T_BOUNDS,
   num_grid: int = DEFAULT_NUM_GRID,
   num_golden: int = DEFAULT_NUM_GOLDEN,
@@ -520,14 +520,14 @@ def fit_ats(
   )
 
 
-def ats_pieces(params: ATSParams, logits) -> jax.Array:
+def ats_pieces(params: ATSParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Piece index of each example ([..., K] -> [...] int32), from its uncalibrated confidence max_k link(z)_k."""
   logits = jnp.asarray(logits)
   conf = _top_confidence(logits, link=params.link)
   return jnp.searchsorted(params.boundaries, conf.reshape(-1), side="left").astype(jnp.int32).reshape(conf.shape)
 
 
-def ats_temperatures(params: ATSParams, logits) -> jax.Array:
+def ats_temperatures(params: ATSParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """The temperature ATS divides each example's logits by ([..., K] -> [...])."""
   logits = jnp.asarray(logits)
   if params.centres is None:
@@ -541,7 +541,7 @@ def ats_temperatures(params: ATSParams, logits) -> jax.Array:
   return _interp_temperature(j, w, params.temperatures).reshape(conf.shape)
 
 
-def apply_ats(params: ATSParams, logits) -> jax.Array:
+def apply_ats(params: ATSParams, logits: jax.typing.ArrayLike) -> jax.Array:
   """Calibrated logits = logits / T(c), T from the uncalibrated confidence c ([..., K] -> [..., K])."""
   logits = jnp.asarray(logits)
   return logits / ats_temperatures(params, logits)[..., None]
