@@ -180,7 +180,9 @@ def paired_difference(
   return out
 
 
-def wilson_interval(successes, trials, *, level: float = 0.95) -> tuple:
+def wilson_interval(
+  successes: np.typing.ArrayLike, trials: np.typing.ArrayLike, *, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
   """Wilson score interval for a binomial proportion (Wilson 1927), elementwise.
 
       center = (p + z^2 / (2n)) / (1 + z^2 / n),   half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
