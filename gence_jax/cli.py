@@ -99,6 +99,7 @@ def _compare(args):
     reference=args.reference,
     selection=args.selection,
     overwrite=args.overwrite,
+    train=not args.summarize_only,
   )
 
 
@@ -167,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
   )
   cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
   cmp.add_argument("--overwrite", action="store_true", help="move runs of another config in the grid aside")
+  cmp.add_argument(
+    "--summarize-only",
+    action="store_true",
+    help="train nothing: summarise the finished runs of the grid (a grid still running or stopped part-way)",
+  )
   cmp.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   cmp.set_defaults(func=_compare)
   return parser

@@ -54,7 +54,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gence_jax.losses._common import check_hparam, check_logits_labels, finalize, map_row_blocks, take_label
+from gence_jax.checks import check_class_logits, check_hparam
+from gence_jax.losses._common import check_logits_labels, finalize, map_row_blocks, take_label
 
 DEFAULT_BETA = 2.0
 DEFAULT_MAX_ITER = 50
@@ -411,11 +412,7 @@ def _prepare(logits, beta, tol, max_iter, fn):
 
 
 def _check_logits(logits, fn):
-  logits = jnp.asarray(logits)
-  if not jnp.issubdtype(logits.dtype, jnp.floating):
-    raise TypeError(f"{fn}: `logits` must be a floating-point array, got dtype {logits.dtype}.")
-  if logits.ndim < 1 or logits.shape[-1] < 2:
-    raise ValueError(f"{fn}: `logits` must have shape [..., num_classes] with num_classes >= 2, got {logits.shape}.")
+  logits = check_class_logits(fn, logits)
   return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 

@@ -73,10 +73,12 @@ def run_grid(
   regimes: Sequence[str] = ("",),
   selection: str = "val",
   overwrite: bool = False,
+  train: bool = True,
 ) -> dict:
   """Runs every (regime, loss, seed) cell and returns ``{regime: {loss: [run record per seed]}}``.
 
-  Every cell's identity is checked against its folder before the first cell trains."""
+  Every cell's identity is checked against its folder before the first cell trains. ``train=False`` trains nothing:
+  only the finished cells are read (a partial grid's summary; missing cells are listed on stdout)."""
   plans = plan_grid(base_config, workdir, losses=losses, seeds=seeds, regimes=regimes)
   for _, _, _, config, run_dir in plans:
     identity.check_workdir(config, run_dir, overwrite=overwrite)
@@ -86,6 +88,9 @@ def run_grid(
     if os.path.exists(done):
       with open(done) as f:
         result = json.load(f)
+    elif not train:
+      print(f"not finished (left out of the summary): regime={regime or 'clean'} loss={spec} seed={seed}", flush=True)
+      continue
     else:
       print(f"[{i + 1}/{len(plans)}] regime={regime or 'clean'} loss={spec} seed={seed}", flush=True)
       result = train_and_evaluate(config, run_dir)
@@ -105,8 +110,10 @@ def compare(
   reference: str | None = None,
   selection: str = "val",
   overwrite: bool = False,
+  train: bool = True,
 ) -> dict:
-  """Runs the grid, prints the Markdown table and writes ``summary.json``, ``summary.md`` and the plots.
+  """Runs the grid, prints the Markdown table and writes ``summary.json``, ``summary.md`` and the plots
+  (``train=False``: the summary of the finished runs only, nothing trained).
 
   ``select``: None (no selection), ``[]`` (every loss with two or more specs) or loss names: adds the
   "selected on validation" rows. ``columns``: table columns as ``metric[:stage]`` (default
@@ -120,7 +127,14 @@ def compare(
     raise ValueError(f"--reference {reference!r} must be one of --losses {list(losses)} or a selected row")
   os.makedirs(workdir, exist_ok=True)
   grid = run_grid(
-    base_config, workdir, losses=losses, seeds=seeds, regimes=regimes, selection=selection, overwrite=overwrite
+    base_config,
+    workdir,
+    losses=losses,
+    seeds=seeds,
+    regimes=regimes,
+    selection=selection,
+    overwrite=overwrite,
+    train=train,
   )
   chosen = select_on_validation(grid, groups) if groups else {}
   summary = summarize(grid, chosen, reference=reference)

@@ -269,7 +269,7 @@ def _scale(metric: str) -> float:
   return 1.0 if metric == "nll" else 100.0  # the rest in %
 
 
-def _fmt(cell: dict, stage: str, metric: str) -> str:
+def _fmt(cell: dict, stage: str, metric: str, n: int | None = None) -> str:
   if metric.endswith("_ci"):  # the test set's bootstrap interval, averaged over seeds
     lo, hi = cell.get(f"{metric[:-3]}_cilow_{stage}"), cell.get(f"{metric[:-3]}_cihigh_{stage}")
     if lo is None or hi is None:
@@ -283,6 +283,8 @@ def _fmt(cell: dict, stage: str, metric: str) -> str:
   text = f"{s * m['mean']:.2f} +/- {s * m['std']:.2f}"
   if np.isfinite(m.get("ci_low", np.nan)):
     text += f" [{s * m['ci_low']:.2f}, {s * m['ci_high']:.2f}]"
+  if n is not None and m.get("n", n) != n:  # fewer seeds than the table's header (a run missing or non-finite)
+    text += f" (n={m['n']})"
   p = m.get("vs_reference", {}).get("t_pvalue")
   return text + (" *" if p is not None and np.isfinite(p) and p < P_MARK else "")
 
@@ -324,7 +326,8 @@ def markdown_table(
   lines = []
   for regime, by_loss in summary.items():
     first = next(iter(by_loss.values()))
-    seeds, ref = first["seeds"], first.get("reference")
+    seeds = sorted({s for cell in by_loss.values() for s in cell["seeds"]})
+    ref = first.get("reference")
     lines.append(f"### {dataset}, {regime}: test metrics, mean +/- std over seeds {seeds}")
     lines.append(
       f"Checkpoint: {SELECTIONS[selection]}. Mean +/- sample std (ddof=1) [95% Student-t interval] over the seeds; "
@@ -332,7 +335,10 @@ def markdown_table(
       "SCE in %; NLL in nats; ECE/SCE with the configured bins; TS and ATS fitted on the validation split."
     )
     lines.append("")
-    rows = [[spec + (" (ref)" if cell.get("is_reference") else "")] + [_fmt(cell, s, m) for s, m in columns] for spec, cell in by_loss.items()]
+    rows = [
+      [spec + (" (ref)" if cell.get("is_reference") else "")] + [_fmt(cell, s, m, len(seeds)) for s, m in columns]
+      for spec, cell in by_loss.items()
+    ]
     lines += _table(_header(columns), rows) + [""]
     diff_rows = [[spec] + [_fmt_diff(cell, s, m) for s, m in columns] for spec, cell in by_loss.items() if not cell.get("is_reference")]
     if diff_rows:
