@@ -17,11 +17,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from gence_jax.data.regimes import derive_seed
+
+if TYPE_CHECKING:
+  from jax.sharding import NamedSharding
 
 __all__ = [
   "Normalizer",
@@ -482,7 +485,7 @@ def eval_batches(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def batch_sharding(mesh: Any = None, axis: str = "data"):
+def batch_sharding(mesh: Any = None, axis: str = "data") -> NamedSharding:
   """A ``NamedSharding`` that splits the leading (batch) axis over ``axis`` of ``mesh``.
 
   Without ``mesh``, a 1-D mesh over all devices (``jax.devices()``) named ``axis`` is built.

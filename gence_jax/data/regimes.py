@@ -1060,7 +1060,9 @@ class Regime:
     fn = _LABEL_FNS.get(self.name) or _SUBSET_FNS[self.name]
     return fn(labels, num_classes, seed=seed, **self.kwargs)
 
-  def __call__(self, data: Any, num_classes: int, *, seed: int):
+  def __call__(
+    self, data: Any, num_classes: int, *, seed: int
+  ) -> tuple[np.ndarray | tuple[np.ndarray | None, np.ndarray], dict]:
     if self.needs_x:
       x, y = _split_xy(data)
       return self.indices_or_labels(y, num_classes, seed=seed, x=x)
