@@ -61,13 +61,16 @@ def predict_split(executor, state, data, split: str, batch_size: int) -> tuple[n
   return predict_arrays(executor, state, x, y, data.normalizer, batch_size)
 
 
-def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0) -> dict:
+def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0, estimators: bool = True) -> dict:
   """The reported metrics (:data:`REPORTED` and :data:`ESTIMATORS`) of probabilities `probs` [N, K]; with
   ``bootstrap > 0`` also ``out["bootstrap"][metric] = {"low", "high", "std"}``: 95% percentile intervals over that
-  many Poisson-bootstrap resamples of the examples (seeded: the same resamples for every model of a seed)."""
+  many Poisson-bootstrap resamples of the examples (seeded: the same resamples for every model of a seed).
+  ``estimators=False`` leaves out the estimators after the adaptive ECE (periodic evaluations)."""
   stats = metrics.compute_eval_stats(metrics.eval_stats(probs, labels, num_bins=num_bins))
   out = {k: float(stats[k]) for k in REPORTED}
   out["adaptive_ece"] = float(metrics.adaptive_ece(probs, labels, num_bins=num_bins))
+  if not estimators:  # the periodic evaluations: what selection and the curves need
+    return out
   out["l2_ce"] = float(metrics.l2_calibration_error(probs, labels, num_bins=num_bins))
   out["l2_ce_debiased"] = float(metrics.l2_calibration_error(probs, labels, num_bins=num_bins, debias=True))
   out["rmsce"] = float(metrics.rmsce(probs, labels, num_bins=num_bins))
@@ -114,7 +117,7 @@ def calibrate_and_score(loss, val, test, cfg, *, bootstrap: bool = True) -> dict
     out["temperature"] = out["calibrators"]["ts"]["temperature"]
   if "ats" in out["calibrators"]:
     out["ats_temperatures"] = out["calibrators"]["ats"]["temperatures"]
-  out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins)
+  out["val_raw"] = score(loss.probs(val_logits), val_labels, cfg.num_bins, estimators=False)
   return out
 
 
