@@ -33,8 +33,10 @@ softmax_probs = jax.nn.softmax
 
 @functools.lru_cache(maxsize=None)
 def _bound_link(link: Callable, items: tuple) -> Callable:
-  """`link` with hyper-parameters `items` bound: the same object for the same arguments."""
-  return functools.partial(link, **dict(items)) if items else link
+  """`link` with hyper-parameters `items` bound and jitted (a link such as MGCE's runs a root finder, which called
+  eagerly would compile its loops on every call): the same object for the same arguments. A link without
+  hyper-parameters (the softmax) is returned as it is."""
+  return jax.jit(functools.partial(link, **dict(items))) if items else link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +94,7 @@ class Loss:
 
   def probs(self, logits: jax.typing.ArrayLike) -> jax.Array:
     """Class probabilities under this loss's link."""
-    return self.link(logits, **self.link_hparams)
+    return self.probs_fn(logits)
 
   @property
   def probs_fn(self) -> Callable[[jax.Array], jax.Array]:
