@@ -140,6 +140,7 @@ def test_data_workers_give_the_same_run(tmp_path):
   import numpy as np
 
   fast = ["train.epochs=1", "train.batch_size=64", "train.progress=False", "model.kwargs={'hidden': (32,)}"]
+  fast += ["calibration.bootstrap_resamples=0"]
   logits = []
   for workers in (0, 2):
     config = train.apply_overrides(train.load_config(None), [*fast, f"train.data_workers={workers}"])

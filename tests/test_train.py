@@ -39,6 +39,7 @@ FAST = [
   "train.eval_every_epochs=100",
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=5",
+  "calibration.bootstrap_resamples=0",  # intervals: test_outputs (the config-file run) and test_bootstrap.py
 ]
 
 
@@ -128,6 +129,7 @@ RESUME = [
   "dataset.augment=crop_flip",
   "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}",
   "loss.name=gence",
+  "calibration.bootstrap_resamples=0",
 ]
 
 

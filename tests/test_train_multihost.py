@@ -29,6 +29,7 @@ OVERRIDES = [
   "optimizer.name=sgd",
   "optimizer.learning_rate=0.1",
   "optimizer.momentum=0.9",
+  "calibration.bootstrap_resamples=0",
   "model.name=cnn",
   "model.kwargs={'features': (4,), 'hidden': 16}",
   "dataset.as_images=True",
