@@ -277,7 +277,7 @@ def _fmt(cell: dict, stage: str, metric: str, n: int | None = None) -> str:
     s = _scale(metric[:-3])
     return f"[{s * lo['mean']:.2f}, {s * hi['mean']:.2f}]"
   m = cell.get(f"{metric}_{stage}")
-  if m is None:
+  if m is None or not np.isfinite(m.get("mean", np.nan)):
     return "n/a"
   s = _scale(metric)
   text = f"{s * m['mean']:.2f} +/- {s * m['std']:.2f}"
