@@ -191,3 +191,17 @@ def test_paired_comparison_to_the_reference_matches_scipy():
   table = markdown_table(summarize(grid, reference="cross_entropy"), "digits", parse_columns(["accuracy"]))
   assert "Paired differences to `cross_entropy`" in table and "| cross_entropy (ref) |" in table
   assert ("*" in table.split("| gence |")[1].split("\n")[0]) == (sps.ttest_rel(a, r).pvalue < 0.05)
+
+
+def test_summarize_only_reads_finished_runs_and_trains_nothing(tmp_path, capsys):
+  from gence_jax.train.compare import compare
+
+  config = train.apply_overrides(train.load_config(None), FAST)
+  wd = str(tmp_path / "grid")
+  with pytest.raises(ValueError, match="no finished run"):
+    compare(config, wd, losses=["cross_entropy", "gence"], seeds=[0], train=False)
+  compare(config, wd, losses=["cross_entropy"], seeds=[0])  # one cell finished
+  summary = compare(config, wd, losses=["cross_entropy", "gence"], seeds=[0], train=False)
+  assert list(summary["clean"]) == ["cross_entropy"]
+  assert "not finished (left out of the summary): regime=clean loss=gence seed=0" in capsys.readouterr().out
+  assert not os.path.exists(os.path.join(wd, "clean", "gence"))

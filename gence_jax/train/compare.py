@@ -136,6 +136,8 @@ def compare(
     overwrite=overwrite,
     train=train,
   )
+  if not grid:
+    raise ValueError(f"--summarize-only: no finished run in {workdir!r} for this grid")
   chosen = select_on_validation(grid, groups) if groups else {}
   summary = summarize(grid, chosen, reference=reference)
   table = markdown_table(summary, base_config.dataset.name, cols, selection=selection)
