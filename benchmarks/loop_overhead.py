@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gence_jax.data import load_dataset
+
 from gence_jax.train import load_config, loop, train_and_evaluate
 from gence_jax.train.config import apply_overrides
 from gence_jax.train.optim import make_optimizer
@@ -117,23 +117,11 @@ def program_run(config, overrides) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _load(config):
-  """The Dataset exactly as the program loads it."""
-  return load_dataset(
-    config.dataset.name,
-    seed=config.seed,
-    val_fraction=config.dataset.val_fraction,
-    data_dir=config.dataset.data_dir or None,
-    regimes=config.dataset.regimes or (),
-    as_images=config.dataset.as_images,
-  )
-
-
 class Bare:
   """The train step of `config` jitted alone (state donated), fed `num_steps` batches already on the device."""
 
   def __init__(self, config, num_steps: int, warmup: int = 5):
-    data = _load(config)
+    data = loop.load_data(config)
     loss = loop.build_loss(config, data)
     model = loop.build_model(config, data.num_classes)
     spe = data.steps_per_epoch(config.train.batch_size)
@@ -247,7 +235,7 @@ def program_whole_run(config) -> dict:
 def minimal_whole_run(config) -> dict:
   """The same training and periodic evaluation as a minimal loop: data on the device, one jitted scan per epoch."""
   t0 = time.perf_counter()
-  data = _load(config)
+  data = loop.load_data(config)
   loss = loop.build_loss(config, data)
   model = loop.build_model(config, data.num_classes)
   bs, epochs, every = config.train.batch_size, config.train.epochs, config.train.eval_every_epochs
@@ -369,7 +357,7 @@ def main(argv=None):
     for n in names:
       short, long = epochs[n]
       cfg = configs[n][0]
-      spe = _load(cfg).steps_per_epoch(cfg.train.batch_size)
+      spe = loop.load_data(cfg).steps_per_epoch(cfg.train.batch_size)
       bares[n] = Bare(_with(cfg, [f"train.epochs={long}"]), (long - short) * spe)
       results["setups"][n] = {"description": configs[n][1], "epochs": [short, long], "steps_per_epoch": spe,
                               "bare_steps": (long - short) * spe, "warmup_round": None, "rounds": []}

@@ -68,8 +68,13 @@ class Loss:
   @property
   def fn_hparams(self) -> dict:
     """The hyper-parameters passed to the per-example function (a stateful loss's state settings excluded)."""
+    return {k: v for k, v in self.hparams.items() if k not in self.state_hparams}
+
+  @property
+  def state_hparams(self) -> dict:
+    """The hyper-parameters of a stateful loss's state (passed to its ``init`` and ``update``)."""
     own = self.state_spec.hparams if self.state_spec is not None else ()
-    return {k: v for k, v in self.hparams.items() if k not in own}
+    return {k: v for k, v in self.hparams.items() if k in own}
 
   @property
   def stateful(self) -> bool:
@@ -106,8 +111,7 @@ class Loss:
     """The initial state of a stateful loss; an empty dict for the others."""
     if not self.stateful:
       return {}
-    own = {k: v for k, v in self.hparams.items() if k in self.state_spec.hparams}
-    return self.state_spec.init(**own)
+    return self.state_spec.init(**self.state_hparams)
 
   def update_state(
     self,
@@ -120,24 +124,16 @@ class Loss:
     """The state after `epoch` (1-based) has ended; the state unchanged for a stateless loss."""
     if not self.stateful:
       return state
-    own = {k: v for k, v in self.hparams.items() if k in self.state_spec.hparams}
-    return self.state_spec.update(state, epoch=epoch, val_probs=val_probs, val_labels=val_labels, **own)
+    return self.state_spec.update(
+      state, epoch=epoch, val_probs=val_probs, val_labels=val_labels, **self.state_hparams
+    )
 
   @property
   def needs_validation(self) -> bool:
     """Whether `update_state` reads validation predictions."""
     return self.stateful and self.state_spec.needs_validation
 
-  def __call__(
-    self,
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    where: jax.typing.ArrayLike | None = None,
-    axis_name: str | None = None,
-    state: Any = None,
-  ) -> jax.Array:
-    return self.per_example(logits, labels, where=where, axis_name=axis_name, state=state)
+  __call__ = per_example
 
 
 @dataclasses.dataclass(frozen=True)

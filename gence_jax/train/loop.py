@@ -128,7 +128,8 @@ def check_devices(config) -> None:
       )
 
 
-def _load_data(config):
+def load_data(config):
+  """The configured dataset, regimes applied (what every run trains and evaluates on)."""
   return load_dataset(
     config.dataset.name,
     seed=config.seed,
@@ -154,7 +155,7 @@ def setup(config, workdir: str) -> Run:
   """Phase 1: data, loss, model, optimizer, executor, checkpoints; the state restored from the newest checkpoint."""
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
-  data = _load_data(config)
+  data = load_data(config)
   # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
   ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if ood.has_ood(config) else {}
   loss = build_loss(config, data)
