@@ -56,7 +56,7 @@ def _cnn_step(shape, num_classes: int, normalizer=None):
   opt_state = tx.init(params)
 
   def loss_fn(p, batch):
-    images = batch["image"] if normalizer is None else normalizer.apply_jax(batch["image"])
+    images = batch["x"] if normalizer is None else normalizer.apply_jax(batch["x"])
     logits = model.apply(p, images)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     m = batch["mask"].astype(jnp.float32)

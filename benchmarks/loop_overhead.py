@@ -130,9 +130,8 @@ class Bare:
     self.state = create_state(model, tx, init_key, jnp.zeros((1, *data.input_shape), jnp.float32), loss.init_state())
     self.step = jax.jit(make_train_step(model, loss, tx, l1=loop.l1_lambda(config, loss)), donate_argnums=0)
     it = data.train_batches(config.train.batch_size, seed=config.seed, augment=config.dataset.augment)
-    name = data.input_key
     host = [next(it) for _ in range(num_steps + warmup)]
-    self.batches = [jax.device_put({"x": b[name], "label": b["label"], "mask": b["mask"]}) for b in host]
+    self.batches = [jax.device_put({k: b[k] for k in ("x", "label", "mask")}) for b in host]
     jax.block_until_ready(self.batches)
     self.warmup, self.num_steps = warmup, num_steps
     self.spe = spe

@@ -101,12 +101,12 @@ def test_digits_source():
   assert total == 1797 and ds.num_classes == 10 and ds.input_shape == (64,)
   assert len(ds.y_test) == round(0.2 * 1797)
   assert len(ds.y_val) == round(0.1 * (1797 - 359))
-  assert ds.info["input_key"] == "x"
+  assert sorted(next(ds.train_batches(32))) == ["label", "mask", "x"]
   img = D.load_dataset("digits", seed=0, as_images=True)
   assert img.input_shape == (8, 8, 1) and img.x_train.dtype == np.float32
   np.testing.assert_array_equal(img.x_train.reshape(len(img.x_train), -1), ds.x_train)
   b = next(img.train_batches(32))
-  assert b["image"].shape == (32, 8, 8, 1)
+  assert b["x"].shape == (32, 8, 8, 1)
 
 
 def _write_npz(path, **arrays):
@@ -151,7 +151,7 @@ def test_mapping_source():
   x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
   y = np.arange(40) % 4
   ds = D.load_dataset({"x": x, "y": y}, seed=0)
-  assert ds.num_classes == 4 and ds.info["input_key"] == "x"
+  assert ds.num_classes == 4 and sorted(next(ds.eval_batches("test", 8))) == ["label", "mask", "x"]
 
 
 def test_unknown_and_missing(tmp_path):
@@ -250,7 +250,7 @@ def test_normalisation_uses_train_statistics_only():
   full = np.concatenate([ds.x_train, ds.x_val]).astype(np.float64)
   assert not np.allclose(ds.normalizer.mean, full.reshape(-1, 3).mean(0), rtol=1e-9)
   # normalised train data has zero mean / unit std per channel
-  z = np.concatenate([b["image"][b["mask"]] for b in ds.eval_batches("train", 64)]).astype(np.float64)
+  z = np.concatenate([b["x"][b["mask"]] for b in ds.eval_batches("train", 64)]).astype(np.float64)
   np.testing.assert_allclose(z.reshape(-1, 3).mean(0), 0, atol=1e-5)
   np.testing.assert_allclose(z.reshape(-1, 3).std(0), 1, atol=1e-5)
 
@@ -380,8 +380,8 @@ def test_train_resume_from_step_and_augmentation_deterministic():
   epoch, step = divmod(4, 6)
   dy, dx, f = D.crop_flip_params(np.random.default_rng(D.derive_seed(3, "augment", epoch, step)), 8)
   ref = norm(_reference_crop_flip(imgs[b0["index"]], dy, dx, f))
-  np.testing.assert_allclose(b0["image"], ref, rtol=0, atol=1e-6)
-  assert b0["image"].dtype == np.float32
+  np.testing.assert_allclose(b0["x"], ref, rtol=0, atol=1e-6)
+  assert b0["x"].dtype == np.float32
 
 
 def test_threaded_batches_identical():
@@ -432,7 +432,7 @@ def test_multihost_shards_union_is_global_batch(pc):
   assert all(len(pp) == len(single) for pp in per_proc)
   for t, g in enumerate(single):
     locs = [pp[t] for pp in per_proc]
-    assert all(lb["image"].shape[0] == 16 // pc for lb in locs)
+    assert all(lb["x"].shape[0] == 16 // pc for lb in locs)
     idx = [lb["index"] for lb in locs]
     assert len(np.unique(np.concatenate(idx))) == 16  # no overlap between processes
     for k in g:

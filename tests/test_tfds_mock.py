@@ -51,14 +51,14 @@ def test_tfds_mock_full_pipeline(name, tmp_path):
   batches = list(ds.train_batches(16, num_epochs=1, with_index=True))
   assert len(batches) == (N - round(0.1 * N)) // 16
   for b in batches:
-    assert b["image"].shape == (16, *shape) and b["image"].dtype == np.float32
+    assert b["x"].shape == (16, *shape) and b["x"].dtype == np.float32
     assert b["label"].dtype == np.int32 and b["mask"].all()
   np.testing.assert_array_equal(batches[0]["label"], ds.y_train[batches[0]["index"]])
   ev = list(ds.eval_batches("test", 16, with_index=True))
   assert len(ev) == -(-N // 16)
   np.testing.assert_array_equal(np.concatenate([b["index"][b["mask"]] for b in ev]), np.arange(N))
   dev = D.to_device(batches[0])
-  assert dev["image"].shape == (16, *shape)
+  assert dev["x"].shape == (16, *shape)
 
 
 def test_tfds_long_tail_and_small_data_on_mock(tmp_path):

@@ -109,7 +109,7 @@ def test_two_processes_match_one_process(tmp_path, loss):
   halves = [np.load(multi_out / f"batch_{pid}.npz") for pid in range(2)]
   full = np.load(single_out / "batch_0.npz")
   assert halves[0]["label"].shape[0] == halves[1]["label"].shape[0] == full["label"].shape[0] // 2 == 32
-  for key in ("image", "label", "mask"):
+  for key in ("x", "label", "mask"):
     np.testing.assert_array_equal(np.concatenate([halves[0][key], halves[1][key]]), full[key])
 
   # the same losses at every step, the same final state

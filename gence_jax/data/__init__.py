@@ -6,7 +6,7 @@ Quick start::
     ds = data.load_dataset("cifar10", seed=0, regimes="symmetric:0.4")   # TFDS (TensorFlow imported lazily)
     ds = data.load_dataset("digits", seed=0)                              # offline, scikit-learn's digits
     ds = data.load_dataset("../shared/data/cifar10_subset.npz", seed=0, regimes="longtail:exp:10")
-    for batch in ds.train_batches(128, num_epochs=1):                      # {"image", "label", "mask"} NumPy
+    for batch in ds.train_batches(128, num_epochs=1):                      # {"x", "label", "mask"} NumPy
         batch = data.to_device(batch)                                      # global jax.Arrays, batch-sharded
     for batch in ds.eval_batches("test", 500):                             # padded last batch, mask marks real rows
         ...

@@ -55,11 +55,6 @@ class Dataset:
       raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
     return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
-  @property
-  def input_key(self) -> str:
-    """Batch key of the inputs: ``"image"`` or ``"x"``."""
-    return "image" if self.x_train.ndim >= 3 else "x"
-
   def steps_per_epoch(self, batch_size: int, drop_remainder: bool = True) -> int:
     return _pl.steps_per_epoch(len(self.y_train), batch_size, drop_remainder)
 
@@ -308,7 +303,6 @@ def build_dataset(
     "seed": seed,
     "num_classes": k,
     "input_shape": list(input_shape),
-    "input_key": "image" if x_full.ndim >= 3 else "x",
     "dtype": str(x_full.dtype),
     "validation": val_info,
     "num_examples": {"train": int(len(tr["y"])), "val": int(len(va["y"])), "test": int(len(y_te))},
@@ -519,8 +513,8 @@ def load_dataset(
   are normalised to 0.
 
   ``Dataset.info`` (JSON-serialisable) holds: ``name``, ``source``, ``seed``, ``num_classes``, ``input_shape``,
-  ``input_key``, ``dtype``, ``validation`` (how the val split was made), ``num_examples`` and ``class_counts``
-  per split (observed labels), ``class_counts_clean`` and realised ``label_noise`` for train/val, ``clean_labels``
+  ``dtype``, ``validation`` (how the val split was made), ``num_examples`` and ``class_counts`` per split
+  (observed labels), ``class_counts_clean`` and realised ``label_noise`` for train/val, ``clean_labels``
   (what they are measured against: ``"source"`` or ``"before_regimes"``, see :func:`build_dataset`), ``regimes``
   (one entry per regime: its spec and the record of each split it touched), ``normalization`` (train mean/std),
   ``default_augment``, ``class_names``, ``zero_variance`` (indices of constant features/channels) and

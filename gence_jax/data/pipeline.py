@@ -6,9 +6,9 @@ any step sees exactly the batches an uninterrupted run would see, and every proc
 slice of the same global batch (augmentation is drawn for the global batch and then sliced, so the result does not
 depend on the number of processes).
 
-Batches are dicts of NumPy arrays: ``{"image" | "x": ..., "label": int32, "mask": bool}`` (``"image"`` when the
-inputs have ``x.ndim >= 3``, e.g. ``(N, H, W, C)``; ``"x"`` for tabular features ``(N, D)``), optionally ``"index"``
-(int64 row index into the split, ``-1`` on padding rows). Evaluation batches never drop an example: the last one is
+Batches are dicts of NumPy arrays: ``{"x": ..., "label": int32, "mask": bool}``, with the inputs under ``"x"``
+whatever their shape (images ``(N, H, W, C)``, tabular features ``(N, D)``), optionally ``"index"`` (int64 row index
+into the split, ``-1`` on padding rows). Evaluation batches never drop an example: the last one is
 padded to the full batch size and its ``mask`` marks the real rows.
 """
 
@@ -277,14 +277,6 @@ def local_batch_slice(global_batch_size: int, process_index: int, process_count:
   return slice(process_index * local, (process_index + 1) * local)
 
 
-def input_key(x: np.ndarray) -> str:
-  """The batch key under which inputs like `x` travel: ``"image"`` for image arrays ([N, H, W, C]), else ``"x"``."""
-  return "image" if np.ndim(x) >= 3 else "x"
-
-
-_key = input_key
-
-
 def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int:
   """Number of global batches per epoch."""
   return n // batch_size if drop_remainder else -(-n // batch_size)
@@ -301,7 +293,6 @@ def _make_batch(
   idx: np.ndarray,
   valid: np.ndarray,
   *,
-  key: str,
   normalizer: Normalizer | None,
   aug: Any,
   aug_rng: np.random.Generator | None,
@@ -329,7 +320,7 @@ def _make_batch(
     xb = normalizer(xb)
     if not local_valid.all():
       xb[~local_valid] = 0.0
-  batch = {key: xb, "label": yb, "mask": local_valid.copy()}
+  batch = {"x": xb, "label": yb, "mask": local_valid.copy()}
   if with_index:
     batch["index"] = np.where(local_valid, local, -1).astype(np.int64)
   return batch
@@ -374,7 +365,6 @@ def train_batches(
   process_index: int | None = None,
   process_count: int | None = None,
   with_index: bool = False,
-  key: str | None = None,
   num_workers: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Training iterator over ``(x, y)``: yields this process's part of each *global* batch of ``batch_size``.
@@ -405,7 +395,6 @@ def train_batches(
   if spe == 0:
     raise ValueError(f"batch_size={batch_size} larger than the {n} training examples with drop_remainder=True")
   aug = _augment_spec(augment)
-  key = key or _key(x)
 
   def jobs() -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     step = int(start_step)
@@ -430,7 +419,6 @@ def train_batches(
       y,
       idx,
       valid,
-      key=key,
       normalizer=normalizer,
       aug=aug,
       aug_rng=aug_rng,
@@ -450,7 +438,6 @@ def eval_batches(
   process_index: int | None = None,
   process_count: int | None = None,
   with_index: bool = False,
-  key: str | None = None,
   num_workers: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Evaluation iterator: every example exactly once, in order, in ``ceil(n / batch_size)`` global batches.
@@ -467,14 +454,13 @@ def eval_batches(
     raise ValueError(f"x and y lengths differ: {len(x)} vs {n}")
   pi, pc = _resolve_process(process_index, process_count)
   rows = local_batch_slice(batch_size, pi, pc)
-  key = key or _key(x)
 
   def make(b: int) -> dict[str, np.ndarray]:
     idx = np.arange(b * batch_size, (b + 1) * batch_size)
     valid = idx < n
     idx = np.where(valid, idx, 0)
     return _make_batch(
-      x, y, idx, valid, key=key, normalizer=normalizer, aug=None, aug_rng=None, global_rows=rows, with_index=with_index
+      x, y, idx, valid, normalizer=normalizer, aug=None, aug_rng=None, global_rows=rows, with_index=with_index
     )
 
   return _ordered(make, iter(range(num_eval_batches(n, batch_size))), num_workers)

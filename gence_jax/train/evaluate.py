@@ -12,7 +12,6 @@ import numpy as np
 
 from gence_jax import calibration, metrics
 from gence_jax.data import eval_batches
-from gence_jax.data.pipeline import input_key
 
 REPORTED = ("accuracy", "nll", "brier", "ece", "classwise_ece", "sce", "mce")
 #: Estimators reported next to the binned ones (`gence_jax.metrics`): Kumar et al.'s debiased L2 calibration error,
@@ -46,9 +45,8 @@ def predict_arrays(executor, state, x, y, normalizer, batch_size: int) -> tuple[
   processes."""
   logits, labels = [], []
   pi, pc = jax.process_index(), jax.process_count()
-  key = input_key(x)
   for batch in eval_batches(x, y, batch_size=batch_size, normalizer=normalizer, process_index=pi, process_count=pc):
-    out = _gather(executor.predict(state, batch[key]))
+    out = _gather(executor.predict(state, batch["x"]))
     mask, lab = _gather(batch["mask"]), _gather(batch["label"])
     logits.append(out[mask])
     labels.append(lab[mask])

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from gence_jax import losses, models
 from gence_jax.data import load_dataset
 from gence_jax.data.mixing import get_mix
-from gence_jax.data.pipeline import input_key
 from gence_jax.train import distributed, identity, ood
 from gence_jax.train.checkpoint import Checkpointer
 from gence_jax.train.config import validate
@@ -226,9 +225,9 @@ def _conv_on_cpu(state: TrainState) -> bool:
   return jax.default_backend() == "cpu" and any(np.ndim(p) >= 4 for p in jax.tree_util.tree_leaves(state.params))
 
 
-def _stack(batches: list[dict], key: str) -> dict:
+def _stack(batches: list[dict]) -> dict:
   """Per-step pipeline batches -> one ``{"x", "label", "mask"}`` chunk with a leading step axis."""
-  return {name: np.stack([b[src] for b in batches]) for name, src in (("x", key), ("label", "label"), ("mask", "mask"))}
+  return {name: np.stack([b[name] for b in batches]) for name in ("x", "label", "mask")}
 
 
 def _check_finite(run: Run, pending: list, last_good: int | None) -> list[tuple[int, dict]]:
@@ -296,7 +295,6 @@ def train_steps(run: Run) -> TrainState:
   """Phase 2: the step loop from ``run.start_step`` to the end, with logging, checkpoints, the loss's per-epoch
   update, periodic evaluation and best-state selection."""
   cfg, spe, state = run.config.train, run.steps_per_epoch, run.state
-  key = input_key(run.data.x_train)
   batches = run.data.train_batches(
     cfg.batch_size,
     seed=run.config.seed,
@@ -315,7 +313,7 @@ def train_steps(run: Run) -> TrainState:
   while step < run.total_steps:
     t = time.time()
     n = chunk_length(step, run)
-    state, metrics = run.executor.run(state, _stack([next(batches) for _ in range(n)], key), run.step_key)
+    state, metrics = run.executor.run(state, _stack([next(batches) for _ in range(n)]), run.step_key)
     pending.append((step, metrics))
     step += n
     epoch_end, due_ckpt = step % spe == 0, step % cfg.checkpoint_every_steps == 0 or step == run.total_steps
