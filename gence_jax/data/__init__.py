@@ -17,7 +17,7 @@ Every accepted dataset name is parsed by :func:`parse_dataset_spec` (no I/O); da
 data raises :class:`DataError` (a ValueError) naming the dataset, the array and the first bad row.
 """
 
-from gence_jax.data import ood, regimes
+from gence_jax.data import ood, regimes, sources
 from gence_jax.data.dataset import Dataset, apply_regimes, build_dataset, from_arrays, load_dataset
 from gence_jax.data.ood import load_ood_inputs, load_ood_sets, parse_ood_datasets
 from gence_jax.data.pipeline import (
@@ -97,24 +97,13 @@ __all__ = [
   "load_ood_inputs",
   "load_ood_sets",
   "Dataset",
-  "RawData",
   "Regime",
   "Normalizer",
   "load_dataset",
   "from_arrays",
   "build_dataset",
   "apply_regimes",
-  "load_tfds",
-  "load_cifar_n",
-  "load_tiny_imagenet",
-  "load_digits",
-  "load_npz",
-  "raw_from_arrays",
-  "raw_from_mapping",
-  "TFDS_DATASETS",
-  "CIFAR10_CLASS_NAMES",
-  "CIFAR100_FINE_NAMES",
-  "CIFAR_N_LABEL_SETS",
+  *sources.__all__,
   "parse_regimes",
   "derive_seed",
   "symmetric_noise",

@@ -91,11 +91,7 @@ class Dataset:
       start_step=start_step,
       drop_remainder=drop_remainder,
       augment=aug,
-      normalizer=self.normalizer if normalize else None,
-      process_index=process_index,
-      process_count=process_count,
-      with_index=with_index,
-      num_workers=num_workers,
+      **self._pipeline_options(normalize, process_index, process_count, with_index, num_workers),
     )
 
   def eval_batches(
@@ -112,16 +108,19 @@ class Dataset:
     """All examples of ``split`` in order, last batch padded, with ``mask``; see
     :func:`gence_jax.data.eval_batches`."""
     x, y = self.split(split)
-    return _pl.eval_batches(
-      x,
-      y,
-      batch_size=batch_size,
-      normalizer=self.normalizer if normalize else None,
-      process_index=process_index,
-      process_count=process_count,
-      with_index=with_index,
-      num_workers=num_workers,
-    )
+    options = self._pipeline_options(normalize, process_index, process_count, with_index, num_workers)
+    return _pl.eval_batches(x, y, batch_size=batch_size, **options)
+
+  def _pipeline_options(self, normalize, process_index, process_count, with_index, num_workers) -> dict[str, Any]:
+    """The keyword arguments both iterators hand to the pipeline: the TRAIN normaliser unless ``normalize=False``,
+    and the process and worker options as given."""
+    return {
+      "normalizer": self.normalizer if normalize else None,
+      "process_index": process_index,
+      "process_count": process_count,
+      "with_index": with_index,
+      "num_workers": num_workers,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,6 +400,13 @@ def from_arrays(
     x_val=x_val,
     y_val=y_val,
   )
+  return _build(raw, seed, val_fraction, regimes, regimes_on_val, empty_classes)
+
+
+def _build(
+  raw: _src.RawData, seed: int, val_fraction: float, regimes: Any, regimes_on_val: bool, empty_classes: str
+) -> Dataset:
+  """:func:`build_dataset` with the options :func:`from_arrays` and :func:`load_dataset` pass on as they got them."""
   return build_dataset(
     raw,
     seed=seed,
@@ -425,7 +431,6 @@ _KNOWN = [
 
 def _resolve_raw(
   name_or_path: Any,
-  *,
   data_dir: str | None,
   download: bool,
   as_images: bool,
@@ -521,21 +526,5 @@ def load_dataset(
   ``empty_classes`` (classes with no training example).
   """
   _check_empty_classes_arg("load_dataset", empty_classes)
-  raw = _resolve_raw(
-    name_or_path,
-    data_dir=data_dir,
-    download=download,
-    as_images=as_images,
-    test_fraction=test_fraction,
-    test_seed=test_seed,
-    num_classes=num_classes,
-    cache_path=cache_path,
-  )
-  return build_dataset(
-    raw,
-    seed=seed,
-    val_fraction=val_fraction,
-    regimes=regimes,
-    regimes_on_val=regimes_on_val,
-    empty_classes=empty_classes,
-  )
+  raw = _resolve_raw(name_or_path, data_dir, download, as_images, test_fraction, test_seed, num_classes, cache_path)
+  return _build(raw, seed, val_fraction, regimes, regimes_on_val, empty_classes)

@@ -277,6 +277,20 @@ def local_batch_slice(global_batch_size: int, process_index: int, process_count:
   return slice(process_index * local, (process_index + 1) * local)
 
 
+def _split_rows(
+  x: Any, y: Any, batch_size: int, process_index: int | None, process_count: int | None
+) -> tuple[np.ndarray, np.ndarray, int, slice]:
+  """``(x, y, n, rows)`` for an iterator over a split: the arrays, their number of examples (ValueError when ``x``
+  and ``y`` differ in length) and the rows of each global batch this process reads (:func:`local_batch_slice`)."""
+  x = np.asarray(x)
+  y = np.asarray(y)
+  n = len(y)
+  if len(x) != n:
+    raise ValueError(f"x and y lengths differ: {len(x)} vs {n}")
+  pi, pc = _resolve_process(process_index, process_count)
+  return x, y, n, local_batch_slice(batch_size, pi, pc)
+
+
 def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int:
   """Number of global batches per epoch."""
   return n // batch_size if drop_remainder else -(-n // batch_size)
@@ -384,13 +398,7 @@ def train_batches(
   * ``num_workers > 0``: batches are prepared ahead by that many threads; the output is identical (every batch is
     a pure function of ``(seed, epoch, batch)``).
   """
-  x = np.asarray(x)
-  y = np.asarray(y)
-  n = len(y)
-  if len(x) != n:
-    raise ValueError(f"x and y lengths differ: {len(x)} vs {n}")
-  pi, pc = _resolve_process(process_index, process_count)
-  rows = local_batch_slice(batch_size, pi, pc)
+  x, y, n, rows = _split_rows(x, y, batch_size, process_index, process_count)
   spe = steps_per_epoch(n, batch_size, drop_remainder)
   if spe == 0:
     raise ValueError(f"batch_size={batch_size} larger than the {n} training examples with drop_remainder=True")
@@ -447,13 +455,7 @@ def eval_batches(
   collectives); with several processes, process ``p`` gets rows :func:`local_batch_slice` of each global batch.
   ``num_workers`` as in :func:`train_batches`.
   """
-  x = np.asarray(x)
-  y = np.asarray(y)
-  n = len(y)
-  if len(x) != n:
-    raise ValueError(f"x and y lengths differ: {len(x)} vs {n}")
-  pi, pc = _resolve_process(process_index, process_count)
-  rows = local_batch_slice(batch_size, pi, pc)
+  x, y, n, rows = _split_rows(x, y, batch_size, process_index, process_count)
 
   def make(b: int) -> dict[str, np.ndarray]:
     idx = np.arange(b * batch_size, (b + 1) * batch_size)

@@ -268,6 +268,11 @@ def _counts(y: np.ndarray, num_classes: int) -> list[int]:
   return [int(c) for c in np.bincount(y, minlength=num_classes)]
 
 
+def _record_head(name: str, paper: str, params: dict, seed: int, num_classes: int) -> dict:
+  """The fields every regime record starts with: what was applied, after which paper, with which settings."""
+  return {"regime": name, "paper": paper, "params": dict(params), "seed": int(seed), "num_classes": int(num_classes)}
+
+
 def _noise_record(
   name: str, paper: str, params: dict, seed: int, y_old: np.ndarray, y_new: np.ndarray, num_classes: int
 ) -> dict:
@@ -275,11 +280,7 @@ def _noise_record(
   n = int(y_old.size)
   per_class = np.bincount(y_old[flipped], minlength=num_classes)
   return {
-    "regime": name,
-    "paper": paper,
-    "params": dict(params),
-    "seed": int(seed),
-    "num_classes": int(num_classes),
+    **_record_head(name, paper, params, seed, num_classes),
     "n": n,
     "num_flipped": int(flipped.sum()),
     "realised_rate": float(flipped.mean()) if n else 0.0,
@@ -301,11 +302,7 @@ def _subset_record(
   target: Sequence[int],
 ) -> dict:
   return {
-    "regime": name,
-    "paper": paper,
-    "params": dict(params),
-    "seed": int(seed),
-    "num_classes": int(num_classes),
+    **_record_head(name, paper, params, seed, num_classes),
     "n_before": int(y_old.size),
     "n_after": int(idx.size),
     "target_counts": [int(t) for t in target],
@@ -494,9 +491,29 @@ def cifar10_asymmetric_noise(
   )
 
 
-def _check_cifar100(num_classes: int, fn: str) -> None:
+#: The two CIFAR-100 asymmetric settings: variant -> (regime name, fine-class map, source).
+_CIFAR100_VARIANTS = {
+  "superclass": (
+    "asym100_superclass",
+    cifar100_superclass_map,
+    _PATRINI2017 + " (the paper's description: within true superclasses)",
+  ),
+  "blocks": (
+    "asym100_blocks",
+    cifar100_block_map,
+    _MA2020 + " (released code: blocks of 5 consecutive ids, as in the code of Patrini et al. 2017)",
+  ),
+}
+
+
+def _cifar100_noise(
+  fn: str, variant: str, labels: Any, num_classes: int, rate: float, seed: int, exact: bool
+) -> tuple[np.ndarray, dict]:
+  """:func:`class_map_noise` with the map of CIFAR-100 ``variant`` (``num_classes`` must be 100)."""
   if num_classes != 100:
     raise ValueError(f"{fn}: `num_classes` must be 100 for CIFAR-100 asymmetric noise, got {num_classes!r}")
+  name, mapping, paper = _CIFAR100_VARIANTS[variant]
+  return class_map_noise(labels, 100, mapping=mapping(), rate=rate, seed=seed, exact=exact, name=name, paper=paper)
 
 
 def cifar100_superclass_noise(
@@ -509,17 +526,7 @@ def cifar100_superclass_noise(
   ``exact=True`` (default): exactly ``round(rate * n_c)`` examples of each class flip; ``exact=False``: each
   example flips with probability ``rate`` (see :func:`class_map_noise`). Regime ``asym100_superclass``.
   """
-  _check_cifar100(num_classes, "cifar100_superclass_noise")
-  return class_map_noise(
-    labels,
-    100,
-    mapping=cifar100_superclass_map(),
-    rate=rate,
-    seed=seed,
-    exact=exact,
-    name="asym100_superclass",
-    paper=_PATRINI2017 + " (the paper's description: within true superclasses)",
-  )
+  return _cifar100_noise("cifar100_superclass_noise", "superclass", labels, num_classes, rate, seed, exact)
 
 
 def cifar100_block_noise(
@@ -532,17 +539,7 @@ def cifar100_block_noise(
   Their code draws each label from its row of the transition matrix (per-example, ``exact=False`` here); the default
   ``exact=True`` flips exactly ``round(rate * n_c)`` examples of each class. Regime ``asym100_blocks``.
   """
-  _check_cifar100(num_classes, "cifar100_block_noise")
-  return class_map_noise(
-    labels,
-    100,
-    mapping=cifar100_block_map(),
-    rate=rate,
-    seed=seed,
-    exact=exact,
-    name="asym100_blocks",
-    paper=_MA2020 + " (released code: blocks of 5 consecutive ids, as in the code of Patrini et al. 2017)",
-  )
+  return _cifar100_noise("cifar100_block_noise", "blocks", labels, num_classes, rate, seed, exact)
 
 
 def cifar100_asymmetric_noise(

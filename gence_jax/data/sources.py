@@ -30,6 +30,7 @@ __all__ = [
   "load_digits",
   "load_npz",
   "raw_from_arrays",
+  "raw_from_mapping",
 ]
 
 #: CIFAR-10 class names by id (Krizhevsky 2009).
