@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gence_jax.models.resnet import batch_norm, conv_kernel_init
+from gence_jax.models.resnet import _image_batch, _linear_head, batch_norm, conv_kernel_init
 
 
 class CNN(nn.Module):
@@ -40,9 +40,7 @@ class CNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if x.ndim == 3:  # [batch, height, width] grey images
-      x = x[..., None]
-    x = x.astype(self.dtype)
+    x = _image_batch(x, self.dtype)
     for i, width in enumerate(self.features):
       x = nn.Conv(
         width,
@@ -61,5 +59,4 @@ class CNN(nn.Module):
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name="dense")(x))
     if self.dropout_rate > 0:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
-    return x.astype(jnp.float32)
+    return _linear_head(x, self.num_classes, self.dtype)

@@ -29,7 +29,7 @@ returned as float32.
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -80,6 +80,23 @@ def conv(
   )
 
 
+def _image_batch(x: Any, dtype: Any) -> Any:
+  """Model input ``[batch, H, W, C]`` in the compute ``dtype``; ``[batch, H, W]`` grey images get a channel axis."""
+  if x.ndim == 3:
+    x = x[..., None]
+  return x.astype(dtype)
+
+
+def _block_norm(block: nn.Module, train: bool) -> Callable[..., nn.BatchNorm]:
+  """:func:`batch_norm` with ``train`` and the ``dtype`` and ``bn_axis_name`` of ``block`` bound."""
+  return functools.partial(batch_norm, train, dtype=block.dtype, axis_name=block.bn_axis_name)
+
+
+def _linear_head(x: Any, num_classes: int, dtype: Any) -> Any:
+  """The linear classifier every model ends with (``name="head"``), computed in ``dtype``; float32 logits."""
+  return nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32, name="head")(x).astype(jnp.float32)
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (ResNet-18/34), output channels ``features``; projection shortcut when the shape changes."""
 
@@ -93,7 +110,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(batch_norm, train, dtype=self.dtype, axis_name=self.bn_axis_name)
+    bn = _block_norm(self, train)
     y = conv(self.features, 3, self.stride, dtype=self.dtype)(x)
     y = nn.relu(bn()(y))
     y = conv(self.features, 3, dtype=self.dtype)(y)
@@ -104,20 +121,15 @@ class BasicBlock(nn.Module):
     return nn.relu(y + x)
 
 
-class Bottleneck(nn.Module):
-  """1x1 -> 3x3 (strided) -> 1x1 bottleneck (ResNet-50), output channels ``4 * features``."""
-
-  features: int
-  stride: int = 1
-  dtype: Any = jnp.float32
-  bn_axis_name: Optional[str] = None
-  zero_init_residual: bool = False
+class Bottleneck(BasicBlock):
+  """1x1 -> 3x3 (strided) -> 1x1 bottleneck (ResNet-50), output channels ``4 * features``; the attributes of
+  :class:`BasicBlock`."""
 
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(batch_norm, train, dtype=self.dtype, axis_name=self.bn_axis_name)
+    bn = _block_norm(self, train)
     out = self.features * self.expansion
     y = nn.relu(bn()(conv(self.features, 1, dtype=self.dtype)(x)))
     y = nn.relu(bn()(conv(self.features, 3, self.stride, dtype=self.dtype)(y)))
@@ -161,9 +173,7 @@ class ResNet(nn.Module):
       raise ValueError(f"Unknown ResNet block {self.block!r}; expected one of {sorted(BLOCKS)}.")
     if self.stem not in ("cifar", "imagenet"):
       raise ValueError(f"Unknown ResNet stem {self.stem!r}; expected 'cifar' or 'imagenet'.")
-    if x.ndim == 3:  # [batch, height, width] grey images
-      x = x[..., None]
-    x = x.astype(self.dtype)
+    x = _image_batch(x, self.dtype)
     if self.stem == "cifar":
       x = conv(self.width, 3, dtype=self.dtype, name="stem_conv")(x)
     else:
@@ -183,9 +193,7 @@ class ResNet(nn.Module):
           zero_init_residual=self.zero_init_residual,
           name=f"stage{stage + 1}_block{i + 1}",
         )(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
-    return x.astype(jnp.float32)
+    return _linear_head(jnp.mean(x, axis=(1, 2)), self.num_classes, self.dtype)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic")

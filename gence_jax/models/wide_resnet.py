@@ -21,7 +21,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gence_jax.models.resnet import batch_norm, conv
+from gence_jax.models.resnet import _block_norm, _image_batch, _linear_head, batch_norm, conv
 
 
 class WideBasicBlock(nn.Module):
@@ -35,7 +35,7 @@ class WideBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(batch_norm, train, dtype=self.dtype, axis_name=self.bn_axis_name)
+    bn = _block_norm(self, train)
     pre = nn.relu(bn()(x))
     y = conv(self.features, 3, self.stride, dtype=self.dtype)(pre)
     y = nn.relu(bn()(y))
@@ -71,9 +71,7 @@ class WideResNet(nn.Module):
     if self.depth < 10 or (self.depth - 4) % 6:
       raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1, got {self.depth}.")
     n = (self.depth - 4) // 6
-    if x.ndim == 3:  # [batch, height, width] grey images
-      x = x[..., None]
-    x = conv(16, 3, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
+    x = conv(16, 3, dtype=self.dtype, name="stem_conv")(_image_batch(x, self.dtype))
     for group, stride in enumerate((1, 2, 2)):
       for i in range(n):
         x = WideBasicBlock(
@@ -85,9 +83,7 @@ class WideResNet(nn.Module):
           name=f"group{group + 1}_block{i + 1}",
         )(x, train)
     x = nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="final_bn")(x))
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
-    return x.astype(jnp.float32)
+    return _linear_head(jnp.mean(x, axis=(1, 2)), self.num_classes, self.dtype)
 
 
 WRN28_10 = functools.partial(WideResNet, depth=28, widen_factor=10)
