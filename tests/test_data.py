@@ -554,3 +554,19 @@ def test_parse_cifar_n_unknown_label_set():
     D.load_dataset("cifar10_n/best", seed=0)
   with pytest.raises(ValueError, match=r"config key 'dataset.name': unknown dataset 'cifar10_n/best'"):
     D.check_dataset_name("cifar10_n/best", None)
+
+
+def test_grayscale_npz_images_get_one_channel_and_one_mean(tmp_path):
+  """[N, H, W] uint8 images (MNIST's layout) are grayscale: one channel, normalised with the training split's single
+  mean and std over all pixels (not per image column)."""
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, size=(60, 6, 5), dtype=np.uint8)
+  y = np.arange(60) % 3
+  path = tmp_path / "gray.npz"
+  np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+  raw = D.load_npz(path)
+  assert raw.x_train.shape == (40, 6, 5, 1) and raw.x_test.shape == (20, 6, 5, 1)
+  ds = D.build_dataset(raw, seed=0, val_fraction=0.25)
+  train_pixels = ds.x_train.astype(np.float64)
+  assert ds.info["normalization"]["mean"] == pytest.approx([train_pixels.mean()], rel=1e-6)
+  assert ds.info["normalization"]["std"] == pytest.approx([train_pixels.std()], rel=1e-6)

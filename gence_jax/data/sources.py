@@ -568,6 +568,9 @@ def raw_from_arrays(
 ) -> RawData:
   """Wrap in-memory arrays. Without a test set, a stratified ``test_fraction`` is held out with ``test_seed``.
 
+  Inputs are ``[N, D]`` features or ``[N, H, W, C]`` images; ``[N, H, W]`` arrays are grayscale images and get a
+  channel axis (``[N, H, W, 1]``), so that they are normalised with one mean and std like any image channel.
+
   ``num_classes`` defaults to ``max(label) + 1`` over all splits. Labels must be integers in
   ``[0, num_classes)`` (ValueError naming the array otherwise).
   """
@@ -598,6 +601,9 @@ def raw_from_arrays(
   for arr, nm in zip(all_y, ["y_train", "y_test", "y_val"]):
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
       raise ValueError(f"{nm} out of range [0, {num_classes}): min {int(arr.min())}, max {int(arr.max())}")
+  if x_train.ndim == 3:  # [N, H, W]: grayscale images get their one channel (per-channel statistics, as for RGB)
+    x_train, x_test = x_train[..., None], x_test[..., None]
+    x_val = None if x_val is None else x_val[..., None]
   aug = "crop_flip" if x_train.ndim == 4 and x_train.shape[1:3] == (32, 32) else "none"
   return RawData(
     x_train, y_train, x_test, y_test, int(num_classes), name, source=src, default_augment=aug, x_val=x_val, y_val=y_val
