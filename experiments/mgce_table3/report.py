@@ -5,7 +5,7 @@ Writes to ``--out``: ``table.md`` (per regime: MGCE selected on validation, gene
 convex minimax 0-1 loss (MGCE at beta = 1, the paper's "MAE"), test accuracy and SCE, mean +/- sample std and 95%
 t-interval over the seeds that finished, the paper's number beside each, the paired difference to CE; the chosen
 beta per seed; the MGCE objective next to the randomised rule's training error and the argmax test error),
-``table.json`` and ``accuracy_over_epochs.png`` (test accuracy at every evaluation, MGCE at its chosen beta against
+``table.json``, ``accuracy_over_epochs_<regime>.png`` (test accuracy at every evaluation, MGCE at its chosen beta against
 GCE, mean over seeds: the paper's Figure 6 claim that MGCE converges faster).
 
     python experiments/mgce_table3/report.py runs/mgce_table3/adult --dataset adult \
@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from gence_jax import plots, stats
+from gence_jax import metrics, plots, stats
 from gence_jax.train.report import run_record, select_on_validation, selection_groups
 
 # The paper's Table 3 (accuracy %, SCE %; label noise 0 / 0.2 / 0.4), as published.
@@ -44,7 +44,10 @@ ROWS = {"MGCE": "mgce (selected on validation)", "GCE": "generalized_ce:q=0.7", 
 
 
 def load_grid(workdir: str) -> dict:
-  """``{regime: {spec: [run record]}}`` of every finished run (``results.json``) under `workdir`."""
+  """``{regime: {spec: [run record]}}`` of every finished run (``results.json``) under `workdir`. A record is the
+  best-on-validation checkpoint's (`run_record`), plus ``last`` (the test metrics of the final epoch's state),
+  ``sce_skip_zeros`` (SCE of the reported state's test probabilities with exact zeros skipped, Nixon et al.'s
+  implementation) and ``epochs`` (test accuracy at each evaluation)."""
   grid: dict = {}
   for path in sorted(glob.glob(os.path.join(workdir, "*", "*", "seed*", "results.json"))):
     run_dir = os.path.dirname(path)
@@ -54,9 +57,16 @@ def load_grid(workdir: str) -> dict:
     hp = result["config"]["loss"]["hparams"]
     spec = name + (":" + ";".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()) if hp else "")
     record = run_record(result["seed"], result, run_dir)
+    record["last"] = run_record(result["seed"], result, run_dir, selection="last")["test"]
+    record["sce_skip_zeros"] = _sce_skip_zeros(run_dir, result["config"]["calibration"]["num_bins"])
     record["epochs"] = _test_curve(run_dir)
     grid.setdefault(regime, {}).setdefault(spec, []).append(record)
   return grid
+
+
+def _sce_skip_zeros(run_dir: str, num_bins: int) -> float:
+  with np.load(os.path.join(run_dir, "predictions.npz")) as arrays:
+    return float(metrics.sce(arrays["test_probs"], arrays["test_labels"], num_bins=num_bins, skip_zeros=True))
 
 
 def _test_curve(run_dir: str) -> list[tuple[int, float]]:
@@ -77,9 +87,39 @@ def _fmt(c: dict, scale: float = 100.0) -> str:
   return text + f" (n={c['n']})"
 
 
-def build(grid: dict, dataset: str) -> tuple[str, dict]:
+# What a table cell reads from a run record.
+GETTERS = {
+  "accuracy": lambda r: r["test"]["raw"]["accuracy"],
+  "last_accuracy": lambda r: r["last"]["raw"]["accuracy"],
+  "sce": lambda r: r["test"]["raw"]["sce"],
+  "sce_skip_zeros": lambda r: r["sce_skip_zeros"],
+  "ece": lambda r: r["test"]["raw"]["ece"],
+}
+
+
+def _paired(runs: list, reference: list, get) -> dict | None:
+  """Paired difference (runs - reference) over the seeds both have, or None with fewer than 2 pairs."""
+  ref = {r["seed"]: get(r) for r in reference}
+  mine = {r["seed"]: get(r) for r in runs if r["seed"] in ref}
+  if len(mine) < 2:
+    return None
+  return stats.paired_difference(mine, {s: ref[s] for s in mine})
+
+
+def _fmt_paired(d: dict | None) -> str:
+  if d is None:
+    return "-"
+  return f"{100 * d['mean_diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] p={d['t_pvalue']:.3f}"
+
+
+def mgce_selection(grid: dict) -> dict:
+  """MGCE's beta chosen per seed on validation (`select_on_validation`), when at least two betas ran."""
   mgce_specs = sorted({s for by in grid.values() for s in by if s.startswith("mgce:")})
-  chosen = select_on_validation(grid, selection_groups(mgce_specs)) if len(mgce_specs) >= 2 else {}
+  return select_on_validation(grid, selection_groups(mgce_specs)) if len(mgce_specs) >= 2 else {}
+
+
+def build(grid: dict, dataset: str, chosen: dict) -> tuple[str, dict]:
+  """The Markdown table per regime (ours beside the paper's) and its numbers."""
   lines, out = [], {}
   for regime, col in REGIMES.items():
     if regime not in grid:
@@ -87,51 +127,91 @@ def build(grid: dict, dataset: str) -> tuple[str, dict]:
     rows = dict(grid[regime])
     if regime in chosen:
       rows[ROWS["MGCE"]] = chosen[regime]["mgce"]["runs"]
+    ce_runs = rows.get(ROWS["CE"], [])
     seeds = sorted({r["seed"] for runs in rows.values() for r in runs})
     lines += [f"### {dataset}, {regime}: seeds {seeds}", ""]
-    lines += ["| loss | accuracy % (ours) | accuracy % (paper) | SCE % (ours) | SCE % (paper) | accuracy - CE (paired) |"]
-    lines += ["|---|---|---|---|---|---|"]
-    ce = {r["seed"]: r["test"]["raw"]["accuracy"] for r in rows.get(ROWS["CE"], [])}
+    lines += [
+      "Test accuracy of the best-on-validation checkpoint (the program's report) and of the final epoch, SCE of the "
+      "reported checkpoint (15 bins, every (example, class) pair counted; with exact zeros skipped in the next "
+      "column), in %: mean +/- sample std [95% t-interval] (n seeds). The paired columns are this row minus CE over "
+      "the same seeds [95% t-interval], paired t-test p.",
+      "",
+      "| loss | accuracy (ours) | paper | last-epoch accuracy | SCE (ours) | SCE, zeros skipped | paper SCE "
+      "| accuracy - CE | SCE - CE |",
+      "|---|---|---|---|---|---|---|---|---|",
+    ]
     out[regime] = {}
     for label, spec in ROWS.items():
       runs = rows.get(spec, [])
-      acc = _cell([r["test"]["raw"]["accuracy"] for r in runs])
-      sce = _cell([r["test"]["raw"]["sce"] for r in runs])
+      cells = {m: _cell([get(r) for r in runs]) for m, get in GETTERS.items()}
       pa, ps = PAPER[dataset][label][0][col], PAPER[dataset][label][1][col]
-      diff = "-"
-      pairs = {r["seed"]: r["test"]["raw"]["accuracy"] for r in runs if r["seed"] in ce}
-      if label != "CE" and len(pairs) >= 2:
-        d = stats.paired_difference(pairs, {s: ce[s] for s in pairs})
-        diff = f"{100 * d['mean_diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] p={d['t_pvalue']:.3f}"
-      lines.append(f"| {label} ({spec}) | {_fmt(acc)} | {pa} | {_fmt(sce)} | {ps} | {diff} |")
-      out[regime][label] = {"spec": spec, "accuracy": acc, "sce": sce, "paper_accuracy": pa, "paper_sce": ps}
+      diffs = {} if label == "CE" else {m: _paired(runs, ce_runs, GETTERS[m]) for m in ("accuracy", "sce")}
+      lines.append(
+        f"| {label} ({spec}) | {_fmt(cells['accuracy'])} | {pa} | {_fmt(cells['last_accuracy'])} "
+        f"| {_fmt(cells['sce'])} | {_fmt(cells['sce_skip_zeros'])} | {ps} "
+        f"| {_fmt_paired(diffs.get('accuracy'))} | {_fmt_paired(diffs.get('sce'))} |"
+      )
+      out[regime][label] = {"spec": spec, **cells, "paper_accuracy": pa, "paper_sce": ps, "minus_ce": diffs}
     lines.append("")
     if regime in chosen:
-      picks = chosen[regime]["mgce"]["chosen"]
-      lines.append("beta chosen on validation: " + ", ".join(f"seed {c['seed']}: {c['hparams']['beta']:g}" for c in picks))
-      lines.append("")
-      reports = [r.get("loss_report", {}) for r in chosen[regime]["mgce"]["runs"]]
-      if all("objective" in rep for rep in reports):
-        lines.append("MGCE objective (mean loss + L1) vs the randomised rule's training error vs the argmax test error:")
-        lines.append("")
-        for c, rep, run in zip(picks, reports, chosen[regime]["mgce"]["runs"]):
-          lines.append(
-            f"- seed {c['seed']}: objective {rep['objective']:.4f} >= randomised training error "
-            f"{rep.get('train_randomized_error', float('nan')):.4f}; argmax test error {1 - run['test']['raw']['accuracy']:.4f}"
-          )
-        lines.append("")
-      out[regime]["chosen"] = picks
-  return "\n".join(lines), {"rows": out, "chosen": chosen and {k: v["mgce"]["chosen"] for k, v in chosen.items()}}
+      lines += _chosen_lines(chosen[regime]["mgce"])
+      out[regime]["chosen"] = chosen[regime]["mgce"]["chosen"]
+  return "\n".join(lines), {"rows": out, "chosen": {k: v["mgce"]["chosen"] for k, v in chosen.items()}}
 
 
-def curves(grid: dict, chosen_rows: dict) -> dict:
+def _chosen_lines(selected: dict) -> list[str]:
+  picks, runs = selected["chosen"], selected["runs"]
+  lines = ["beta chosen on validation: " + ", ".join(f"seed {c['seed']}: {c['hparams']['beta']:g}" for c in picks), ""]
+  reports = [r.get("loss_report", {}) for r in runs]
+  if all("objective" in rep for rep in reports):
+    lines += ["MGCE objective (mean loss + L1) vs the randomised rule's training error vs the argmax test error:", ""]
+    for c, rep, run in zip(picks, reports, runs):
+      lines.append(
+        f"- seed {c['seed']}: objective {rep['objective']:.4f} >= randomised training error "
+        f"{rep.get('train_randomized_error', float('nan')):.4f}; argmax test error {1 - run['test']['raw']['accuracy']:.4f}"
+      )
+    lines.append("")
+  return lines
+
+
+def sensitivity(grids: dict[str, dict], specs: tuple[str, ...] = ("mgce:beta=1.43", "cross_entropy")) -> tuple[str, dict]:
+  """One table per regime: for each named variant of the protocol (``{name: grid}``, e.g. the hidden layer's
+  initialiser) and each spec, the test accuracy of the best-on-validation checkpoint and of the final epoch, and the
+  first spec's paired difference to the last (CE) under the same variant."""
+  lines, out = [], {}
+  for regime in [r for r in REGIMES if any(r in g for g in grids.values())]:
+    lines += [
+      f"### {regime}: test accuracy % by variant (best on validation \\| final epoch)",
+      "",
+      "| variant | " + " | ".join(specs) + f" | {specs[0]} - {specs[-1]} (best) | {specs[0]} - {specs[-1]} (final) |",
+      "|---|" + "---|" * (len(specs) + 2),
+    ]
+    for name, grid in grids.items():
+      by_spec = grid.get(regime, {})
+      if not any(s in by_spec for s in specs):
+        continue
+      cells = []
+      for spec in specs:
+        runs = by_spec.get(spec, [])
+        best, last = _cell([GETTERS["accuracy"](r) for r in runs]), _cell([GETTERS["last_accuracy"](r) for r in runs])
+        cells.append(f"{_fmt(best)} \\| {_fmt(last)}")
+        out.setdefault(regime, {}).setdefault(name, {})[spec] = {"best": best, "last": last}
+      first, ref = by_spec.get(specs[0], []), by_spec.get(specs[-1], [])
+      diffs = [_paired(first, ref, GETTERS[m]) for m in ("accuracy", "last_accuracy")]
+      out[regime][name]["minus_last_spec"] = diffs
+      lines.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(_fmt_paired(d) for d in diffs) + " |")
+    lines.append("")
+  return "\n".join(lines), out
+
+
+def curves(grid: dict, chosen: dict) -> dict:
   """``{regime: {"MGCE": (epochs, [seeds, E]), "GCE": ...}}`` of test accuracy at each evaluation."""
   out = {}
   for regime in REGIMES:
     if regime not in grid:
       continue
     series = {}
-    mgce_runs = chosen_rows.get(regime)
+    mgce_runs = chosen.get(regime, {}).get("mgce", {}).get("runs")
     for label, runs in (("MGCE (chosen beta)", mgce_runs), ("GCE q=0.7", grid[regime].get(ROWS["GCE"]))):
       if not runs:
         continue
@@ -142,22 +222,46 @@ def curves(grid: dict, chosen_rows: dict) -> dict:
   return out
 
 
+def convergence_lines(by_regime: dict, within: float = 0.5) -> list[str]:
+  """Per regime and curve: the first evaluation epoch at which test accuracy comes within `within` points of that
+  run's best, per seed and mean (a number for the paper's Figure 6 claim that MGCE converges faster)."""
+  lines = [f"First evaluation epoch at which test accuracy is within {within} points of the run's best:", ""]
+  for regime, series in by_regime.items():
+    for label, (epochs, values) in series.items():
+      firsts = [int(epochs[np.argmax(row >= np.nanmax(row) - within)]) for row in np.atleast_2d(values)]
+      lines.append(f"- {regime}, {label}: mean {np.mean(firsts):.1f} (per seed: {', '.join(map(str, firsts))})")
+  return lines + [""]
+
+
+def _write(out_dir: str, name: str, text: str, numbers: dict) -> None:
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, name + ".md"), "w") as f:
+    f.write(text + "\n")
+  with open(os.path.join(out_dir, name + ".json"), "w") as f:
+    json.dump(numbers, f, indent=2, default=float)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("workdir")
   parser.add_argument("--dataset", choices=sorted(PAPER), required=True)
   parser.add_argument("--out", required=True)
+  parser.add_argument(
+    "--sensitivity",
+    nargs="*",
+    default=[],
+    metavar="NAME=WORKDIR",
+    help="variants of the protocol to set beside the main grid (e.g. he_normal=runs/mgce_table3/adult_init_he_normal);"
+    " writes sensitivity.md",
+  )
+  parser.add_argument("--main-name", default="main grid", help="the main grid's name in sensitivity.md")
   args = parser.parse_args(argv)
   grid = load_grid(args.workdir)
-  table, data = build(grid, args.dataset)
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(args.out, "table.json"), "w") as f:
-    json.dump(data, f, indent=2, default=float)
-  mgce_specs = sorted({s for by in grid.values() for s in by if s.startswith("mgce:")})
-  chosen = select_on_validation(grid, selection_groups(mgce_specs)) if len(mgce_specs) >= 2 else {}
-  by_regime = curves(grid, {k: v["mgce"]["runs"] for k, v in chosen.items()})
+  chosen = mgce_selection(grid)
+  table, numbers = build(grid, args.dataset, chosen)
+  by_regime = curves(grid, chosen)
+  table += "\n" + "\n".join(convergence_lines(by_regime))
+  _write(args.out, "table", table, numbers)
   for regime, series in by_regime.items():
     if series:
       plots.metric_curves(
@@ -166,6 +270,14 @@ def main(argv=None) -> None:
         path=os.path.join(args.out, f"accuracy_over_epochs_{regime.replace(':', '-')}.png"),
         title=f"{args.dataset}, {regime}: test accuracy at each evaluation",
       )
+  if args.sensitivity:
+    variants = {args.main_name: grid}
+    for item in args.sensitivity:
+      name, _, path = item.partition("=")
+      if not path:
+        parser.error(f"--sensitivity: expected NAME=WORKDIR, got {item!r}")
+      variants[name] = load_grid(path)
+    _write(args.out, "sensitivity", *sensitivity(variants))
   print(table)
 
 
