@@ -39,7 +39,7 @@ def parse_assignment(item: str, *, what: str = "--set") -> tuple[str, Any]:
 
 
 def parse_loss_spec(spec: str) -> tuple[str, dict]:
-  """``"mgce:beta=2.0;tol=1e-6"`` -> ``("mgce", {"beta": 2.0, "tol": 1e-06})``; a plain name has no hparams."""
+  """``"generalized_ce:q=0.7"`` -> ``("generalized_ce", {"q": 0.7})``; ``;`` separates several; a plain name has none."""
   name, _, rest = spec.partition(":")
   if not name:
     raise ValueError(f"loss spec {spec!r}: expected name[:key=value;...]")
