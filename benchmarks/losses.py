@@ -10,8 +10,8 @@ Usage::
 For every (batch, classes) shape and every loss in `gence_jax.losses.available_losses()` (default hyper-parameters;
 MGCE at beta in {1, 1.43, 2, 3.33, 8, 64}, or ``--betas``; ``--losses`` keeps some losses only) it times
 ``jax.jit(jax.value_and_grad(lambda z, y: mean(loss(z, y))))`` in float32, in the same process as
-``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, round-robin (each round times CE and then
-every loss once, so load from other processes hits all alike), and reports the median wall time
+``optax.softmax_cross_entropy_with_integer_labels`` under the same wrapper, round-robin (each round times CE and every
+loss once, in a seeded order shuffled per round, so load and cache state hit all alike), and reports the median wall time
 (``block_until_ready``, after warm-up) and the median over rounds of the ratio to CE's time in that round.
 
 When torch and MRCpy are importable, MGCE is also timed against MRCpy's PyTorch implementation
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -117,15 +118,20 @@ def _jax_call(per_example, logits, labels):
 
 
 def _interleaved(calls, repeats, warmup=3):
-  """Times every call in `calls` (a dict; the first is the baseline) round-robin: each round calls the baseline and
-  then every other once, so load from other processes hits all of them alike. Returns {name: (median ms, median of
-  the per-round ratios to the baseline, min ms)}."""
+  """Times every call in `calls` (a dict; the first is the baseline) round-robin: each round calls every one once,
+  in an order shuffled per round (seeded), so load from other processes and the state the previous call leaves in
+  the caches hit all of them alike. Returns {name: (median ms, median of the per-round ratios to the baseline,
+  min ms)}."""
   for _ in range(warmup):
     for call in calls.values():
       call()
   times = {name: [] for name in calls}
+  order = list(calls)
+  rng = random.Random(0)
   for _ in range(repeats):
-    for name, call in calls.items():
+    rng.shuffle(order)
+    for name in order:
+      call = calls[name]
       t0 = time.perf_counter()
       call()
       times[name].append(time.perf_counter() - t0)
