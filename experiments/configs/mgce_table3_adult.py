@@ -17,17 +17,8 @@ epochs) with the choices the paper leaves open written down:
         --columns accuracy sce nll ece
 """
 
-from gence_jax.train.protocols import mgce_protocol
+from gence_jax.train.protocols import mgce_table3_protocol
 
 
 def get_config():
-  config = mgce_protocol(
-    "../shared/data/adult.npz",
-    "mlp",
-    model_kwargs={"hidden": (1024,), "initializer": "torch_default"},
-    learning_rate=0.001,
-    augment="none",
-    data_workers=0,
-  )
-  config.train.progress = False
-  return config
+  return mgce_table3_protocol("../shared/data/adult.npz")

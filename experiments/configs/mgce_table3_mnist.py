@@ -10,24 +10,16 @@ open written down:
   and std (the training split's over all pixels, the usual torchvision MNIST recipe), not per pixel;
 * initialisation: ``model.kwargs.initializer`` = "torch_default" (PyTorch's nn.Linear default), as for Adult.
 
-    gence-jax compare --config experiments/configs/mgce_table3_mnist.py --workdir runs/mgce_table3/mnist \
-        --losses mgce:beta=1 mgce:beta=1.43 mgce:beta=2 mgce:beta=3 mgce:beta=4 mgce:beta=6 mgce:beta=8 \
-            mgce:beta=11 generalized_ce:q=0.7 cross_entropy \
-        --regimes clean symmetric:0.2 symmetric:0.4 --seeds 0 1 2 --select mgce --reference cross_entropy \
-        --columns accuracy sce nll ece
+The grid (the Adult config's, on this file; experiments/README.md):
+
+    gence-jax compare --config experiments/configs/mgce_table3_mnist.py --workdir runs/mgce_table3/mnist --losses \
+        cross_entropy generalized_ce:q=0.7 mgce:beta=1 mgce:beta=1.43 mgce:beta=2 mgce:beta=3 mgce:beta=4 mgce:beta=6 \
+        mgce:beta=8 mgce:beta=11 --regimes symmetric:0.4 clean symmetric:0.2 --seeds 0 1 2 --select mgce \
+        --reference cross_entropy --columns accuracy sce nll ece
 """
 
-from gence_jax.train.protocols import mgce_protocol
+from gence_jax.train.protocols import mgce_table3_protocol
 
 
 def get_config():
-  config = mgce_protocol(
-    "../shared/data/mnist_subset.npz",
-    "mlp",
-    model_kwargs={"hidden": (1024,), "initializer": "torch_default"},
-    learning_rate=0.001,
-    augment="none",
-    data_workers=0,
-  )
-  config.train.progress = False
-  return config
+  return mgce_table3_protocol("../shared/data/mnist_subset.npz")
