@@ -123,9 +123,17 @@ def _fmt_paired(d: dict | None) -> str:
 
 
 def mgce_selection(grid: dict) -> dict:
-  """MGCE's beta chosen per seed on validation (`select_on_validation`), when at least two betas ran."""
+  """MGCE's beta chosen per seed on validation (`select_on_validation`) among every beta of the grid, for the seeds
+  of a regime that have a finished run at every beta (a partly finished grid selects nothing for the others)."""
   mgce_specs = sorted({s for by in grid.values() for s in by if s.startswith("mgce:")})
-  return select_on_validation(grid, selection_groups(mgce_specs)) if len(mgce_specs) >= 2 else {}
+  if len(mgce_specs) < 2:
+    return {}
+  complete = {}
+  for regime, by_spec in grid.items():
+    seeds = set.intersection(*({r["seed"] for r in by_spec.get(spec, [])} for spec in mgce_specs))
+    if seeds:
+      complete[regime] = {spec: [r for r in runs if r["seed"] in seeds] for spec, runs in by_spec.items()}
+  return select_on_validation(complete, selection_groups(mgce_specs))
 
 
 def build(grid: dict, dataset: str, chosen: dict) -> tuple[str, dict]:
