@@ -88,8 +88,19 @@ def _compare(args):
     plan_grid(config, args.workdir, losses=args.losses, seeds=args.seeds, regimes=regimes)
   except (ValueError, TypeError, FileNotFoundError) as e:
     raise ConfigError(str(e)) from e
-  given = {k: getattr(args, k) for k in ("losses", "seeds", "select", "columns", "reference", "selection", "overwrite")}
-  compare(config, args.workdir, regimes=regimes, train=not args.summarize_only, **given)
+  compare(
+    config,
+    args.workdir,
+    losses=args.losses,
+    seeds=args.seeds,
+    regimes=regimes,
+    select=args.select,
+    columns=args.columns,
+    reference=args.reference,
+    selection=args.selection,
+    overwrite=args.overwrite,
+    train=not args.summarize_only,
+  )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -400,13 +400,6 @@ def from_arrays(
     x_val=x_val,
     y_val=y_val,
   )
-  return _build(raw, seed, val_fraction, regimes, regimes_on_val, empty_classes)
-
-
-def _build(
-  raw: _src.RawData, seed: int, val_fraction: float, regimes: Any, regimes_on_val: bool, empty_classes: str
-) -> Dataset:
-  """:func:`build_dataset` with the options :func:`from_arrays` and :func:`load_dataset` pass on as they got them."""
   return build_dataset(
     raw,
     seed=seed,
@@ -431,6 +424,7 @@ _KNOWN = [
 
 def _resolve_raw(
   name_or_path: Any,
+  *,
   data_dir: str | None,
   download: bool,
   as_images: bool,
@@ -526,5 +520,21 @@ def load_dataset(
   ``empty_classes`` (classes with no training example).
   """
   _check_empty_classes_arg("load_dataset", empty_classes)
-  raw = _resolve_raw(name_or_path, data_dir, download, as_images, test_fraction, test_seed, num_classes, cache_path)
-  return _build(raw, seed, val_fraction, regimes, regimes_on_val, empty_classes)
+  raw = _resolve_raw(
+    name_or_path,
+    data_dir=data_dir,
+    download=download,
+    as_images=as_images,
+    test_fraction=test_fraction,
+    test_seed=test_seed,
+    num_classes=num_classes,
+    cache_path=cache_path,
+  )
+  return build_dataset(
+    raw,
+    seed=seed,
+    val_fraction=val_fraction,
+    regimes=regimes,
+    regimes_on_val=regimes_on_val,
+    empty_classes=empty_classes,
+  )

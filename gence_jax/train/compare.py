@@ -126,8 +126,16 @@ def compare(
   if reference is not None and reference not in losses and not reference.endswith(" (selected on validation)"):
     raise ValueError(f"--reference {reference!r} must be one of --losses {list(losses)} or a selected row")
   os.makedirs(workdir, exist_ok=True)
-  cells = {"losses": losses, "seeds": seeds, "regimes": regimes}  # the grid: every (regime, loss, seed)
-  grid = run_grid(base_config, workdir, **cells, selection=selection, overwrite=overwrite, train=train)
+  grid = run_grid(
+    base_config,
+    workdir,
+    losses=losses,
+    seeds=seeds,
+    regimes=regimes,
+    selection=selection,
+    overwrite=overwrite,
+    train=train,
+  )
   if not grid:
     raise ValueError(f"--summarize-only: no finished run in {workdir!r} for this grid")
   chosen = select_on_validation(grid, groups) if groups else {}
@@ -138,7 +146,9 @@ def compare(
     os.path.join(workdir, "summary.json"),
     {
       "config": base_config.to_dict(),
-      **{k: list(v) for k, v in cells.items()},
+      "losses": list(losses),
+      "seeds": list(seeds),
+      "regimes": list(regimes),
       "checkpoint": selection,
       "std": "sample standard deviation (ddof=1); intervals: 95% Student-t over seeds",
       "summary": summary,
