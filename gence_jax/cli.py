@@ -20,7 +20,7 @@ def _train(args):
   config = _config(args)
   results = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
   test = results["test"]
-  for stage in ("raw", "ts", "ats"):
+  for stage in ("raw", *config.calibration.methods):  # the calibrators the config fitted
     m = test[stage]
     print(
       f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "

@@ -17,3 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax-cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+  """The tests marked ``slow`` first (a stable sort): the test workers start on them and finish together, instead of
+  one worker running a long end-to-end test at the end while the other waits."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

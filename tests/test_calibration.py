@@ -320,6 +320,7 @@ def test_ats_non_softmax_link(link_name):
   assert nll64(z, y, float(ts.temperature), link=link) <= nll64(z, y, t_ref, link=link) * (1 + 1e-5)
 
 
+@pytest.mark.slow
 def test_ats_monotone_with_the_mgce_link():
   from gence_jax import losses
 
@@ -332,6 +333,7 @@ def test_ats_monotone_with_the_mgce_link():
   assert largest_drop(confidences_along_rays(ats, link, 5, num=1001)) <= 1e-9
 
 
+@pytest.mark.slow
 def test_ats_is_jittable_and_masked():
   z, y = make_logits(10)
   keep = np.arange(1000) % 5 != 0

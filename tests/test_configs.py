@@ -135,12 +135,13 @@ def test_mgce_table3_and_gence_protocols():
     assert {"ece", "classwise_ece", "ece:ts", "ece:ats"} <= set(args.columns)
 
 
+@pytest.mark.slow
 def test_data_workers_give_the_same_run(tmp_path):
   # train.data_workers (set in the GPU protocol configs) prepares batches in threads: the run must not change.
   import numpy as np
 
   fast = ["train.epochs=1", "train.batch_size=64", "train.progress=False", "model.kwargs={'hidden': (32,)}"]
-  fast += ["calibration.bootstrap_resamples=0"]
+  fast += ["calibration.bootstrap_resamples=0", "calibration.methods=('ts',)", "outputs.reliability_plot=False"]
   logits = []
   for workers in (0, 2):
     config = train.apply_overrides(train.load_config(None), [*fast, f"train.data_workers={workers}"])

@@ -224,6 +224,7 @@ def test_shard_map_equals_single_device(include_self):
   np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_named_vmap_axis_couples_the_batch():
   # A per-example function vmapped with an axis name sees the whole vmapped batch.
   z, y = _data(n=9, seed=7)

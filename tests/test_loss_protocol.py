@@ -36,7 +36,7 @@ def _train(workdir, *extra):
   args = ["train", "--workdir", str(workdir)]
   for o in ["loss.name=toy_scaled_ce", "loss.hparams.decay=0.25", "train.epochs=3", "train.batch_size=64",
             "train.progress=False", "train.checkpoint_every_steps=20", "calibration.bootstrap_resamples=0",
-            "model.kwargs.hidden=(16,)", *extra]:
+            "model.kwargs.hidden=(16,)", "calibration.methods=('ts',)", "outputs.reliability_plot=False", *extra]:
     args += ["--set", o]
   assert cli.main(args) == 0
 

@@ -290,6 +290,7 @@ def test_power_kernel_matches_float64(p):
 
 
 @pytest.mark.parametrize("beta", [1.43, 1.5, 2.5, 3.33, 8.0, 20.7, 64.0])
+@pytest.mark.slow
 def test_many_classes_match_scipy(beta):
   # K = 300: wide rows, large supports for large beta (Newton/Halley passes) and small ones for small beta.
   z, y = _data(n=12, k=300, scale=2.0, seed=int(beta * 7))

@@ -71,7 +71,7 @@ def test_mixup_criterion_equals_the_loss_of_the_mixed_target(loss):
 
 def _config(*extra):
   common = ["train.epochs=3", "train.batch_size=64", "train.progress=False", "train.checkpoint_every_steps=20"]
-  common += ["calibration.bootstrap_resamples=0"]
+  common += ["calibration.bootstrap_resamples=0", "calibration.methods=('ts',)", "outputs.reliability_plot=False"]
   return train.apply_overrides(train.load_config(None), [*common, "model.kwargs.hidden=(32,)", *extra])
 
 
@@ -84,6 +84,7 @@ def _params(workdir):
     return jax.tree_util.tree_leaves(c.restore(os.path.join(d, str(step), "default"))["params"])
 
 
+@pytest.mark.slow
 def test_mixup_run_resumes_bit_exactly_and_differs_from_no_mixing(tmp_path):
   full, part, plain = (str(tmp_path / n) for n in ("full", "part", "plain"))
   train.train_and_evaluate(_config("train.mix=mixup", "train.mix_alpha=0.5"), full)

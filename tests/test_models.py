@@ -152,6 +152,7 @@ _TINY = {
 
 
 @pytest.mark.parametrize("name", sorted(_TINY))
+@pytest.mark.slow
 def test_tiny_forward_train_and_eval(name):
   assert set(_TINY) == set(available_models())
   model = get_model(name, 7, **_TINY[name])

@@ -34,6 +34,8 @@ FAST = [
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=10",
   "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
+  "calibration.methods=('ts',)",  # every calibrator and the plot: test_train's config-file run, test_calibrators
+  "outputs.reliability_plot=False",
 ]
 
 
@@ -92,6 +94,7 @@ def ood_results(ood_run):
   return wd, names, json.load(open(wd / "results.json")), out.getvalue()
 
 
+@pytest.mark.slow
 def test_ood_metrics_match_sklearn_on_recomputed_scores(ood_results):
   wd, names, results, _ = ood_results
   report = results["ood"]

@@ -27,6 +27,8 @@ FAST = [
   "train.log_every_steps=5",
   "model.kwargs.hidden=(16,)",
   "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
+  "calibration.methods=('ts',)",  # every calibrator and the plot: test_train's config-file run, test_calibrators
+  "outputs.reliability_plot=False",
 ]
 
 
@@ -38,6 +40,7 @@ def events(workdir, name):
   return [e for e in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if e["event"] == name]
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused_before_anything_runs(tmp_path):
   wd = str(tmp_path / "w")
   train.train_and_evaluate(make_config("loss.name=cross_entropy"), wd)
@@ -56,6 +59,7 @@ def test_resume_with_another_config_is_refused_before_anything_runs(tmp_path):
   assert len(events(wd, "start")) == 1 and events(wd, "start")[0]["config"]["loss"]["name"] == "mgce"
 
 
+@pytest.mark.slow
 def test_data_fingerprint_binds_the_file_content(tmp_path):
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(300, 5)).astype(np.float32), np.arange(300) % 3

@@ -119,9 +119,11 @@ FAST = [
   "optimizer.learning_rate=0.003",
   "calibration.bootstrap_resamples=0",  # intervals are tested in test_train / test_bootstrap
   "model.kwargs={'hidden': (32,)}",
+  "calibration.methods=('ts',)",  # the columns read ece:ts
 ]
 
 
+@pytest.mark.slow
 def test_compare_select_end_to_end_on_digits(tmp_path):
   wd = tmp_path / "cmp"
   specs = ["lq:q=0.3", "generalized_ce:q=0.9"]  # one group (an alias and the registry name)

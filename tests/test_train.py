@@ -40,6 +40,8 @@ FAST = [
   "train.checkpoint_every_steps=1000",
   "train.log_every_steps=5",
   "calibration.bootstrap_resamples=0",  # intervals: test_outputs (the config-file run) and test_bootstrap.py
+  "calibration.methods=('ts',)",  # every calibrator and the plot: test_train's config-file run, test_calibrators
+  "outputs.reliability_plot=False",
 ]
 
 
@@ -116,7 +118,7 @@ def run_cli(workdir, overrides, devices, log):
 # --------------------------------------------------------------------------------------------------------------
 
 RESUME = [
-  "train.epochs=3",
+  "train.epochs=2",
   "train.batch_size=32",
   "train.eval_batch_size=512",
   "train.progress=False",
@@ -130,9 +132,12 @@ RESUME = [
   "model.kwargs={'features': (4,), 'hidden': 16, 'dropout_rate': 0.2}",
   "loss.name=gence",
   "calibration.bootstrap_resamples=0",
+  "calibration.methods=('ts',)",
+  "outputs.reliability_plot=False",
 ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
   """Adam state, BatchNorm statistics, dropout keys (fold_in of the step) and augmentation all resume exactly."""
   devices = 8
@@ -160,7 +165,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
       os.kill(victim.pid, signal.SIGKILL)
       assert victim.wait(timeout=30) == -signal.SIGKILL
     killed_at = ckpt_steps(run_dir)
-    total = 3 * load_dataset("digits", seed=0).steps_per_epoch(32)
+    total = 2 * load_dataset("digits", seed=0).steps_per_epoch(32)
     assert not (run_dir / "results.json").exists() and max(killed_at) < total, (killed_at, "killed too late")
 
     run_cli(run_dir, RESUME, devices, tmp_path / "resumed.log")
@@ -353,6 +358,7 @@ def test_nan_in_data_stops_with_training_diverged_error(tmp_path):
     pytest.param([*TINY_CNN, "loss.name=gence"], id="gence-cnn-batchnorm"),
   ],
 )
+@pytest.mark.slow
 def test_pmap_matches_jit(tmp_path, extra):
   assert jax.device_count() == 8
   common = ["optimizer.name=sgd", "optimizer.learning_rate=0.1", *extra]
@@ -368,6 +374,7 @@ def test_pmap_matches_jit(tmp_path, extra):
   assert int(states["pmap"]["step"]) == int(states["jit"]["step"]) > 0
 
 
+@pytest.mark.slow
 def test_pmap_devices_draw_independent_dropout_masks():
   """Under pmap each device folds its axis_index into the dropout key: 8 devices holding copies of the same 4 rows
   must not all drop the same units (which would make the step equal to a 1-device step on those rows)."""
@@ -400,6 +407,7 @@ def test_pmap_devices_draw_independent_dropout_masks():
   assert not np.allclose(with_dropout, leaves(one_step(1, 0.5))["['dense']['kernel']"], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_jit_on_8_devices_matches_1_device(tmp_path):
   """Sharded global batch (GenCE, BatchNorm, dropout) == the same run on one device (a subprocess)."""
   common = [
@@ -512,6 +520,7 @@ def strict_json(line):
   return json.loads(line, parse_constant=reject)
 
 
+@pytest.mark.slow
 def test_config_file_from_path(file_run):
   results = json.load(open(file_run / "results.json"))
   c = results["config"]
@@ -566,6 +575,7 @@ def test_outputs(file_run):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_best_on_validation_selection_and_mgce_bound(tmp_path):
   # Evaluate every epoch; the reported model must be the one with the best validation accuracy (ties: lower NLL),
   # checked against the eval events and the saved validation logits.

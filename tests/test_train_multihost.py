@@ -30,6 +30,8 @@ OVERRIDES = [
   "optimizer.learning_rate=0.1",
   "optimizer.momentum=0.9",
   "calibration.bootstrap_resamples=0",
+  "calibration.methods=('ts',)",
+  "outputs.reliability_plot=False",
   "model.name=cnn",
   "model.kwargs={'features': (4,), 'hidden': 16}",
   "dataset.as_images=True",
@@ -70,6 +72,7 @@ def train_losses(workdir):
 
 
 @pytest.mark.parametrize("loss", ["gence"])
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, loss):
   overrides = [*OVERRIDES, f"loss.name={loss}"]
   multi_out, single_out = tmp_path / "multi_out", tmp_path / "single_out"

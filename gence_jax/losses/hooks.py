@@ -105,10 +105,13 @@ def mgce_objective_report(
   distribution. It is not a bound on the argmax rule's test error (a two-class example: z = [0.05, 0], y = 1,
   beta = 2 gives loss 0.611 while the argmax errs).
   """
-  mean_loss = float(jnp.mean(loss.per_example(logits, labels)))
-  penalty = float(mgce_l1_penalty(params, l1)) if l1 > 0 else 0.0
-  probs = loss.probs(logits)
-  randomized_error = float(1.0 - jnp.mean(jnp.take_along_axis(probs, labels[:, None], axis=-1)))
+
+  def summary(z, y, params):  # one compiled program (called eagerly, the root finder compiles each operation)
+    label_prob = jnp.take_along_axis(loss.probs_fn(z), y[:, None], axis=-1)
+    penalty = mgce_l1_penalty(params, l1) if l1 > 0 else jnp.zeros(())
+    return jnp.mean(loss.per_example(z, y)), penalty, 1.0 - jnp.mean(label_prob)
+
+  mean_loss, penalty, randomized_error = map(float, jax.jit(summary)(logits, labels, params))
   return {
     "objective": mean_loss + penalty,
     "train_mean_loss": mean_loss,

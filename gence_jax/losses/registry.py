@@ -32,6 +32,12 @@ softmax_probs = jax.nn.softmax
 
 
 @functools.lru_cache(maxsize=None)
+def _jitted(fn: Callable) -> Callable:
+  """`fn` jitted, the same object for the same `fn` (a jitted link is returned as it is)."""
+  return fn if hasattr(fn, "lower") else jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
 def _bound_link(link: Callable, items: tuple) -> Callable:
   """`link` with hyper-parameters `items` bound and jitted (a link such as MGCE's runs a root finder, which called
   eagerly would compile its loops on every call): the same object for the same arguments. A link without
@@ -98,8 +104,9 @@ class Loss:
     return self.fn(logits, labels, **kwargs)
 
   def probs(self, logits: jax.typing.ArrayLike) -> jax.Array:
-    """Class probabilities under this loss's link."""
-    return self.probs_fn(logits)
+    """Class probabilities under this loss's link (jitted: one compiled program per input shape, where the
+    softmax called eagerly would compile each of its operations)."""
+    return _jitted(self.probs_fn)(logits)
 
   @property
   def probs_fn(self) -> Callable[[jax.Array], jax.Array]:

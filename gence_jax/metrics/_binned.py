@@ -110,6 +110,7 @@ def merge(a: Any, b: Any) -> Any:
   return jax.tree.map(jnp.add, a, b)
 
 
+@jax.jit
 def top_label(probs, labels, valid):
   """Top-label confidence max_k p_k, and 1[argmax_k p_k == y] (first maximum on ties), both [N]."""
   conf = jnp.max(probs, axis=-1)

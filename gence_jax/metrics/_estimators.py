@@ -115,6 +115,7 @@ def equal_mass_stats(
 # ----------------------------------------------------------------------------------------------- L2 / RMSCE
 
 
+@functools.partial(jax.jit, static_argnames=("debias", "squared"))
 def l2_calibration_error_from_stats(
   stats: _binned.CalibrationStats, *, debias: bool = False, squared: bool = False
 ) -> jax.Array:

@@ -119,6 +119,7 @@ def update_eval_stats(
   return _binned.merge(stats, new)
 
 
+@jax.jit
 def compute_eval_stats(stats: EvalStats) -> dict:
   """Metrics of the accumulated predictions, as jnp scalars (``{k: float(v)}`` for logging).
 

@@ -117,11 +117,13 @@ def compare(
 
   ``select``: None (no selection), ``[]`` (every loss with two or more specs) or loss names: adds the
   "selected on validation" rows. ``columns``: table columns as ``metric[:stage]`` (default
-  `gence_jax.train.report.COLUMNS`). ``reference``: the loss spec (or selected row) every other row is compared
+  `gence_jax.train.report.COLUMNS`, less the calibrators the config does not fit). ``reference``: the loss spec (or selected row) every other row is compared
   with, paired by seed (default: the first loss). ``selection``: which checkpoint of each run the table shows
   (``val``, ``last``, ``clean_val``). All are checked before anything trains.
   """
   cols = parse_columns(columns)
+  if columns is None:
+    cols = tuple(c for c in cols if c[0] in ("raw", *base_config.calibration.methods))
   groups = selection_groups(losses, select) if select is not None else {}
   if reference is not None and reference not in losses and not reference.endswith(" (selected on validation)"):
     raise ValueError(f"--reference {reference!r} must be one of --losses {list(losses)} or a selected row")

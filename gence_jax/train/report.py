@@ -328,11 +328,13 @@ def markdown_table(
     first = next(iter(by_loss.values()))
     seeds = sorted({s for cell in by_loss.values() for s in cell["seeds"]})
     ref = first.get("reference")
+    fitted = " and ".join(dict.fromkeys(s.upper() for s, _ in columns if s != "raw"))
     lines.append(f"### {dataset}, {regime}: test metrics, mean +/- std over seeds {seeds}")
     lines.append(
       f"Checkpoint: {SELECTIONS[selection]}. Mean +/- sample std (ddof=1) [95% Student-t interval] over the seeds; "
       f"`*`: paired t-test against `{ref}` (same seed = same split and labels) gives p < {P_MARK}. accuracy, ECE, "
-      "SCE in %; NLL in nats; ECE/SCE with the configured bins; TS and ATS fitted on the validation split."
+      "SCE in %; NLL in nats; ECE/SCE with the configured bins"
+      + (f"; {fitted} fitted on the validation split." if fitted else ".")
     )
     lines.append("")
     rows = [
