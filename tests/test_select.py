@@ -171,6 +171,9 @@ def test_summary_without_select_is_unchanged():
   table = markdown_table(summarize(grid), "digits")
   header = "| loss | accuracy | nll | ece | sce | nll (TS) | ece (TS) | sce (TS) | nll (ATS) | ece (ATS) | sce (ATS) |"
   assert header in table and "selected" not in table and "OOD" not in table
+  assert "with the configured bins; TS and ATS fitted on the validation split." in table
+  only_ts = markdown_table(summarize(grid), "digits", parse_columns(["accuracy", "ece:ts"]))
+  assert "with the configured bins; TS fitted on the validation split." in only_ts and "ATS" not in only_ts
   # sample std of (80, 60) = 14.14; 95% t-interval 70 -/+ t(0.975, 1) 14.14 / sqrt(2) = 70 -/+ 127.06
   assert "| cross_entropy (ref) | 70.00 +/- 14.14 [-57.06, 197.06] | 0.50 +/- 0.00 [0.50, 0.50] |" in table
   assert train.load_config(None).ood.datasets == ""
@@ -192,6 +195,7 @@ def test_paired_comparison_to_the_reference_matches_scipy():
   assert cell["std"] == pytest.approx(np.std(a, ddof=1))
   table = markdown_table(summarize(grid, reference="cross_entropy"), "digits", parse_columns(["accuracy"]))
   assert "Paired differences to `cross_entropy`" in table and "| cross_entropy (ref) |" in table
+  assert "with the configured bins." in table and "fitted on the validation split" not in table  # raw columns only
   assert ("*" in table.split("| gence |")[1].split("\n")[0]) == (sps.ttest_rel(a, r).pvalue < 0.05)
 
 

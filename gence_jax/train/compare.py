@@ -117,9 +117,10 @@ def compare(
 
   ``select``: None (no selection), ``[]`` (every loss with two or more specs) or loss names: adds the
   "selected on validation" rows. ``columns``: table columns as ``metric[:stage]`` (default
-  `gence_jax.train.report.COLUMNS`, less the calibrators the config does not fit). ``reference``: the loss spec (or selected row) every other row is compared
-  with, paired by seed (default: the first loss). ``selection``: which checkpoint of each run the table shows
-  (``val``, ``last``, ``clean_val``). All are checked before anything trains.
+  `gence_jax.train.report.COLUMNS`, less the calibrators the config does not fit). ``reference``: the loss spec
+  (or selected row) every other row is compared with, paired by seed (default: the first loss). ``selection``:
+  which checkpoint of each run the table shows (``val``, ``last``, ``clean_val``). All are checked before anything
+  trains.
   """
   cols = parse_columns(columns)
   if columns is None:
