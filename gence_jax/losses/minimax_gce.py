@@ -260,8 +260,9 @@ def _solve_newton(x, beta, tol, max_iter, t0, finite=None):
   Each evaluation is one pass over the row (`_moments`: one power per logit) that gives the step of `_step`;
   a row is done when its step falls to `tol`. Returns the last evaluation point t_e (where S1 was computed, and
   with it the worst-case distribution), that point moved by its last step (the root: its error is far below `tol`
-  after a Newton or Halley step of that size), S1 at t_e and the done mask. At most `max_iter` evaluations
-  (`lax.while_loop`, no host sync); rows whose `finite` is False stop at once and give NaN.
+  after a Newton or Halley step of that size), S1 at t_e, the done mask and the number of evaluations made (the
+  slowest row's). At most `max_iter` evaluations (`lax.while_loop`, no host sync); rows whose `finite` is False stop
+  at once and give NaN.
   """
   low = _bracket_low(beta, x.shape[-1], x.dtype)
   if finite is None:
@@ -285,9 +286,9 @@ def _solve_newton(x, beta, tol, max_iter, t0, finite=None):
   def cond(state):
     return (state[0] < max_iter) & ~jnp.all(state[-1])
 
-  _, t, step, s1, done = jax.lax.while_loop(cond, body, (jnp.asarray(1), t0, step, s1, done))
+  evaluations, t, step, s1, done = jax.lax.while_loop(cond, body, (jnp.asarray(1), t0, step, s1, done))
   root = jnp.where(finite, jnp.clip(t - step, low, 0.0), jnp.nan)
-  return t, root, s1, done
+  return t, root, s1, done, evaluations
 
 
 def _norm_minus_one(total, beta):
@@ -371,7 +372,7 @@ def _solve_rows(z, beta, tol, max_iter):
     if beta == 1.0:
       t = jax.lax.cond(jnp.all(done), lambda: t, lambda: jnp.where(done, t, _solve_sparsemax_sort(x)))
     return shift, t, t, _row_sum(_psi_pow(x, t, beta, beta - 1.0))
-  t_e, t, s1, _ = _solve_newton(x, beta, tol, max_iter, jnp.zeros(z.shape[:-1], z.dtype))
+  t_e, t, s1, _, _ = _solve_newton(x, beta, tol, max_iter, jnp.zeros(z.shape[:-1], z.dtype))
   return shift, t, t_e, s1
 
 
