@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from losses import DEFAULT_SHAPES, _interleaved, _jax_call, _loadavg, _parse_shapes  # the loss benchmark's harness
+from tables import floors_table  # the README's tables of these results
 
 from gence_jax.losses import gence, mgce
 from gence_jax.losses import minimax_gce as mg
@@ -131,28 +132,17 @@ def main(argv=None):
     "loadavg_start": load_start,
     "loadavg_end": _loadavg(),
   }
-  lines = ["| shape | computation | ms | x CE |", "|---|---|---|---|"]
-  lines += [f"| {r['shape']} | {r['name']} | {r['median_ms']:.3f} | {r['ratio']:.2f} |" for r in rows]
-  lines += [
-    "",
-    "| shape | beta | MGCE, x CE | passes | one more pass, x CE | the rest, x CE | passes within 3x CE |",
-    "|---|---|---|---|---|---|---|",
-  ]
-  lines += [
-    f"| {r['shape']} | {r['beta']:g} | {r['loss_ratio']:.2f} | {r['passes']} | {r['per_pass_ratio']:.2f} | "
-    f"{r['rest_ratio']:.2f} | {r['passes_within_3x']:.1f} |"
-    for r in mgce_rows
-  ]
-  print("\n".join(lines))
+  record = {
+    "env": env,
+    "command": "benchmarks/loss_floors.py " + " ".join(argv or []),
+    "timings": rows,
+    "mgce_passes": mgce_rows,
+  }
+  print("\n".join(f"| {r['shape']} | {r['name']} | {r['median_ms']:.3f} ms | {r['ratio']:.2f} x CE |" for r in rows))
+  print(floors_table(record))
   print(f"1-min load average at end: {env['loadavg_end']}")
   if args.json:
     with open(args.json, "w") as f:
-      record = {
-        "env": env,
-        "command": "benchmarks/loss_floors.py " + " ".join(argv or []),
-        "timings": rows,
-        "mgce_passes": mgce_rows,
-      }
       json.dump(record, f, indent=2)
 
 
