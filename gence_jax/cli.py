@@ -103,6 +103,24 @@ def _compare(args):
   )
 
 
+def _calibrate(args):
+  from gence_jax.train.posthoc import calibrate_predictions, markdown
+
+  results = calibrate_predictions(
+    args.predictions, args.workdir, methods=args.methods, num_bins=args.num_bins, bootstrap=args.bootstrap,
+    seed=args.seed,
+  )
+  print(
+    f"{results['num_val']} held-out and {results['num_test']} test examples, {results['num_classes']} classes, "
+    f"{results['inputs']} through {results['link']}"
+  )
+  print(markdown(results))
+  for method, summary in results["calibrators"].items():
+    if "degenerate" in summary:
+      print(f"warning: {method}: {summary['degenerate']}")
+  print(f"results: {args.workdir}/calibration.json, calibration.md, reliability_*.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="gence-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
   )
   cmp.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   cmp.set_defaults(func=_compare)
+
+  cal = sub.add_parser(
+    "calibrate",
+    help="fit and score every post-hoc calibrator on predictions saved by any framework (.npz of logits or probs)",
+    description="Fits calibrators on the held-out split of a predictions file and scores them on its test split. "
+    "Keys: val_logits or val_probs, val_labels, test_logits or test_probs, test_labels, optional link "
+    "('softmax' or a loss spec such as mgce:beta=2.0).",
+  )
+  cal.add_argument("--predictions", required=True, metavar="FILE.npz", help="the saved predictions (see above)")
+  cal.add_argument("--workdir", required=True, help="where calibration.json, calibration.md and the diagrams go")
+  cal.add_argument("--methods", nargs="+", default=None, help="calibrators to fit (default: every one)")
+  cal.add_argument("--num-bins", type=int, default=15, help="bins of the binned metrics (default 15)")
+  cal.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the test split (0 = none)")
+  cal.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+  cal.add_argument("--debug", action="store_true", help="show the traceback of user errors")
+  cal.set_defaults(func=_calibrate)
   return parser
 
 

@@ -38,10 +38,13 @@ def _reference(probs, labels, m):
   for c in range(k):
     bc = _bins(p[:, c], m)
     cw += sum(abs(onehot[bc == j, c].sum() - p[bc == j, c].sum()) for j in range(m)) / n
-  order = np.lexsort((corr, conf))
-  ranks_bin = (np.arange(n) * m) // n
-  cs, ys = conf[order], corr[order]
-  ada = sum(abs(ys[ranks_bin == j].sum() - cs[ranks_bin == j].sum()) for j in range(m)) / n
+  # Equal-mass bins with value edges (Kumar et al.'s get_equal_bins construction at the ranks ceil(j n / m)): the
+  # midpoint of the sorted confidences either side of each cut, a value <= edge in the lower bin, so the copies of
+  # a resampled example (ties) always share a bin.
+  s = np.sort(conf)
+  edges = np.asarray([(s[c - 1] + s[c]) / 2 for c in (-(-j * n // m) for j in range(1, m)) if 0 < c < n] + [np.inf])
+  ab = np.searchsorted(edges, conf, side="left")
+  ada = sum(abs(corr[ab == j].sum() - conf[ab == j].sum()) for j in range(edges.size)) / n
   return {
     "accuracy": corr.mean(),
     "nll": -np.log(p[np.arange(n), labels]).mean(),

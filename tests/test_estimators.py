@@ -27,12 +27,25 @@ def _width_bins(conf, m):
 
 
 def _mass_bins(conf, corr, m):
-  """Equal-mass bins (sorted by confidence, ties incorrect first; rank r -> floor(r m / n)), as arrays per example."""
+  """Equal-mass bins by rank (sorted by confidence; rank r -> floor(r m / n)), as arrays per example. Only for
+  tie-free confidences, where it is the value-edge rule; `_value_edge_bins` is the reference with ties."""
   n = conf.size
-  order = np.lexsort((corr, conf))
+  assert np.unique(conf).size == n, "rank bins are the reference only for distinct confidences"
+  order = np.argsort(conf)
   b = np.empty(n, int)
   b[order] = (np.arange(n) * m) // n
   return b
+
+
+def _value_edge_bins(conf, m):
+  """Equal-mass bins with value edges, as Kumar et al.'s get_equal_bins builds them: the edge between bins j-1 and j
+  is the midpoint of the sorted confidences on either side of rank ceil(j n / m), duplicates dropped, and a value
+  goes to the first bin whose upper edge is >= it (bisect_left), so equal values share a bin."""
+  s = np.sort(conf)
+  n = s.size
+  cuts = [-(-j * n // m) for j in range(1, m)]
+  edges = sorted(set((s[c - 1] + s[c]) / 2.0 for c in cuts if 0 < c < n))
+  return np.searchsorted(np.asarray(edges + [np.inf]), conf, side="left")
 
 
 def _l2_squared(conf, corr, bins, m, debias):
@@ -118,10 +131,13 @@ def test_equal_mass_stats_with_weights_is_the_repeated_sample():
   got = M.equal_mass_stats(probs, labels, num_bins=7, weights=w)
   idx = np.repeat(np.arange(100), w)
   conf, corr = _top(probs[idx], labels[idx])
-  b = _mass_bins(conf, corr, 7)
-  np.testing.assert_array_equal(got.count, [np.sum(b == j) for j in range(7)])
-  np.testing.assert_array_equal(got.correct, [corr[b == j].sum() for j in range(7)])
-  np.testing.assert_allclose(got.conf_sum, [conf[b == j].sum() for j in range(7)], rtol=1e-5)
+  b = _value_edge_bins(conf, 7)  # the copies of an example are ties: they stay in one bin
+  # Compared as the multiset of non-empty bins (duplicate edges leave empty bins in the library's fixed M slots).
+  nonempty = np.asarray(got.count) > 0
+  ref = [j for j in range(7) if np.any(b == j)]
+  np.testing.assert_array_equal(np.asarray(got.count)[nonempty], [np.sum(b == j) for j in ref])
+  np.testing.assert_array_equal(np.asarray(got.correct)[nonempty], [corr[b == j].sum() for j in ref])
+  np.testing.assert_allclose(np.asarray(got.conf_sum)[nonempty], [conf[b == j].sum() for j in ref], rtol=1e-5)
   # Unit weights: the adaptive ECE of the library's existing definition.
   np.testing.assert_allclose(M.ece_from_stats(M.equal_mass_stats(probs, labels, num_bins=7)),
                              M.adaptive_ece(probs, labels, num_bins=7), rtol=1e-5)

@@ -147,12 +147,13 @@ def test_hand_adaptive_ece():
   # sorted conf: .5 ok, .625 ok, .75 ok, .875 wrong, 1.0 ok; M = 3 -> bin floor(3r/5) = 0,0,1,1,2
   # bin0 |2 - 1.125| = .875, bin1 |1 - 1.625| = .625, bin2 |1 - 1| = 0 -> 1.5 / 5
   assert float(M.adaptive_ece(HAND_P, HAND_Y, num_bins=3)) == pytest.approx(0.3, rel=1e-6)
-  # Tied confidences are ordered incorrect-first, whatever the input order:
-  # conf .6 ok, .8 wrong, .8 ok; M = 2 -> bins {.6 ok, .8 wrong} |1 - 1.4| = .4 and {.8 ok} .2 -> .6 / 3
+  # Tied confidences share a bin, whatever the input order and the labels: conf .6 ok, .8 wrong, .8 ok; M = 2 ->
+  # the cut at rank ceil(3/2) = 2 falls between the two .8's, so the edge is .8 and all three share bin 0:
+  # |2 - 2.2| / 3 (splitting the tie by rank would give bins {.6, .8 wrong} and {.8 ok}: (.4 + .2) / 3).
   p = np.array([[0.6, 0.4], [0.8, 0.2], [0.8, 0.2]], np.float32)
   for y in ([0, 1, 0], [0, 0, 1]):
     perm = np.array([0, 1, 2]) if y == [0, 1, 0] else np.array([0, 2, 1])
-    assert float(M.adaptive_ece(p[perm], np.array(y, np.int32), num_bins=2)) == pytest.approx(0.2, rel=1e-6)
+    assert float(M.adaptive_ece(p[perm], np.array(y, np.int32), num_bins=2)) == pytest.approx(0.2 / 3, rel=1e-5)
 
 
 def test_hand_bin_index():

@@ -2,14 +2,26 @@
 histogram binning, isotonic regression and scaling-binning.
 
 Pure functions: ``fit_*(logits, labels, *, link=jax.nn.softmax, where=None, ...) -> params`` (a pytree whose static
-metadata records the link) and ``calibrated_probs(params, logits)`` -> calibrated probabilities (jit-able).
+metadata records the link) and ``calibrated_probs(params, logits)`` -> calibrated probabilities (jit-able). The
+top-label calibrators (histogram binning and isotonic regression, top-label variant; scaling-binning) output the
+pair (the model's unchanged prediction, its calibrated confidence) instead: ``calibrated_top_label(params, logits)``
+-> :class:`TopLabel`, which every calibrator answers.
 Temperature scaling and ATS also expose calibrated logits (``apply_temperature``, ``apply_ats``). The link is
 used when fitting, so the same calibrators serve softmax models and models with another probability link (e.g.
 MGCE). One entry point for programs: ``fit(method, logits, labels, link=..., **options) -> Calibrator`` with
 ``available_methods()``. Recipes and conventions: ``docs/calibration.md``.
 """
 
-from gence_jax.calibration._api import Calibrator, apply_calibrator, available_methods, calibrated_probs, fit
+from gence_jax.calibration._api import (
+  Calibrator,
+  apply_calibrator,
+  available_methods,
+  calibrated_probs,
+  calibrated_top_label,
+  fit,
+  is_top_label,
+)
+from gence_jax.calibration._common import TopLabel
 from gence_jax.calibration._binning import (
   HistogramBinningParams,
   IsotonicParams,
@@ -41,6 +53,7 @@ from gence_jax.calibration._temperature import (
   apply_temperature,
   ats_pieces,
   ats_temperatures,
+  example_log_gap,
   fit_ats,
   fit_temperature,
   fit_temperature_ece,
@@ -57,6 +70,7 @@ __all__ = [
   "MatrixScalingParams",
   "ScalingBinningParams",
   "TemperatureParams",
+  "TopLabel",
   "VectorScalingParams",
   "apply_ats",
   "apply_calibrator",
@@ -70,6 +84,8 @@ __all__ = [
   "ats_temperatures",
   "available_methods",
   "calibrated_probs",
+  "calibrated_top_label",
+  "example_log_gap",
   "fit",
   "fit_ats",
   "fit_dirichlet",
@@ -80,6 +96,7 @@ __all__ = [
   "fit_temperature",
   "fit_temperature_ece",
   "fit_vector_scaling",
+  "is_top_label",
   "odir_penalty",
   "ref_log_gap",
   "scaling_objective",

@@ -36,13 +36,38 @@ _APPLY = {
 }
 
 
+def is_top_label(params: Any) -> bool:
+  """True for a top-label calibrator's params (histogram binning and isotonic regression with
+  ``variant="top_label"``, scaling-binning): its output is the pair (prediction, confidence), not a vector."""
+  return bool(getattr(params, "top_label", False))
+
+
+def calibrated_top_label(params: Any, logits: jax.typing.ArrayLike) -> _common.TopLabel:
+  """The (prediction, confidence) pair of any fitted calibrator's params ([..., K] -> :class:`TopLabel`); jit-able.
+
+  A top-label calibrator keeps the uncalibrated model's argmax and gives it the calibrated confidence; a full
+  multiclass map (temperature, ATS, vector, matrix, Dirichlet, one-vs-rest binning) gives the argmax and the
+  maximum of its calibrated vector (vector, matrix, Dirichlet and one-vs-rest maps may change the argmax).
+  """
+  if is_top_label(params):
+    return _APPLY[type(params)](params, logits)
+  probs = calibrated_probs(params, logits)
+  return _common.TopLabel(jnp.argmax(probs, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1))
+
+
 def calibrated_probs(params: Any, logits: jax.typing.ArrayLike, link: Optional[Link] = None) -> jax.Array:
-  """Calibrated probabilities [..., K] of any fitted calibrator's params; jit-able.
+  """Calibrated probabilities [..., K] of a fitted multiclass calibrator's params; jit-able.
 
   For temperature scaling and ATS this is ``link(apply_calibrator(params, logits))`` and ``link`` defaults to the
   link the params were fitted with (another link may be given); for the other calibrators ``link`` must be None
-  (their output map is part of the fit).
+  (their output map is part of the fit). A top-label calibrator has no probability vector: a ValueError says to use
+  :func:`calibrated_top_label`.
   """
+  if is_top_label(params):
+    raise ValueError(
+      f"calibrated_probs: {type(params).__name__} is a top-label calibrator: it outputs the pair (the model's "
+      "prediction, its calibrated confidence), not a probability vector; use calibrated_top_label"
+    )
   if isinstance(params, _LOGIT_PARAMS):
     link = params.link if link is None else link
     return link(apply_calibrator(params, logits))
@@ -59,6 +84,7 @@ def calibrated_probs(params: Any, logits: jax.typing.ArrayLike, link: Optional[L
 
 
 _calibrated_probs_jit = jax.jit(calibrated_probs)
+_calibrated_top_label_jit = jax.jit(calibrated_top_label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +135,38 @@ class Calibrator:
   def link(self) -> Link:
     return self.params.link
 
+  @property
+  def top_label(self) -> bool:
+    """True when the output is the (prediction, confidence) pair only (:func:`is_top_label`)."""
+    return is_top_label(self.params)
+
   def probs(self, logits: jax.typing.ArrayLike) -> jax.Array:
-    """Calibrated probabilities [..., K] (jitted)."""
+    """Calibrated probabilities [..., K] (jitted); a ValueError for a top-label calibrator (use :meth:`predict`)."""
+    if self.top_label:
+      raise ValueError(
+        f"Calibrator {self.method!r} is top-label: it outputs (prediction, calibrated confidence), not a probability "
+        "vector; use .predict(logits)"
+      )
     return _calibrated_probs_jit(self.params, jnp.asarray(logits))
+
+  def predict(self, logits: jax.typing.ArrayLike) -> _common.TopLabel:
+    """The (prediction [...], confidence [...]) pair (:func:`calibrated_top_label`, jitted)."""
+    return _calibrated_top_label_jit(self.params, jnp.asarray(logits))
 
   def summary(self) -> dict:
     """JSON-able description: method, link, options and a few fitted numbers (temperatures, not matrices)."""
     return {
       "method": self.method,
       "link": _common.link_name(self.link),
+      "output": "top_label" if self.top_label else "probabilities",
       "options": dict(self.options),
       **self.params.summary(),
     }
+
+  def degenerate(self) -> str | None:
+    """Why the fit degenerated (e.g. ATS with empty pieces), or None."""
+    check = getattr(self.params, "degenerate", None)
+    return check() if check is not None else None
 
 
 def _json_able(value) -> bool:

@@ -2,10 +2,13 @@
 
 Each maps a score in [0, 1] to a calibrated probability:
 
-* top-label variant: the score is the top-class probability c = max_k p_k of the model (p = link(z)); the top
-  class gets the calibrated value c' and the other classes share 1 - c' in proportion to their probabilities
-  (``_common.top_label_vector``). The argmax is kept whenever c' is at least the largest rescaled other class
-  (always when c' >= 1/2), not in general.
+* top-label variant (Gupta & Ramdas 2022's top-label calibration): the score is the top-class probability
+  c = max_k p_k of the model (p = link(z)), and the output is the PAIR (prediction, c'): the model's own argmax,
+  never changed, and the calibrated probability c' that it is right (:class:`TopLabel`). No probability vector is
+  defined (the calibrated value says nothing about the other classes, and c' < 1/K has no vector with that argmax),
+  so metrics of the full vector (NLL, Brier, classwise ECE, SCE) are not defined for these calibrators; the
+  top-label ones (accuracy, ECE, adaptive ECE, L2, smooth ECE) are scored on the pair
+  (``gence_jax.metrics.top_label_metrics``).
 * one-vs-rest variant: one map per class k on p_k against 1[y = k]; the K calibrated values are divided by their
   sum (a row whose values are all 0 becomes uniform). The argmax is not kept in general.
 
@@ -54,6 +57,10 @@ class HistogramBinningParams:
   binning: str = dataclasses.field(default="equal_mass", metadata=dict(static=True))
   link: Link = dataclasses.field(default=jax.nn.softmax, metadata=dict(static=True))
 
+  @property
+  def top_label(self) -> bool:
+    return self.variant == "top_label"
+
   def summary(self) -> dict:
     return {"variant": self.variant, "binning": self.binning, "num_bins": int(self.values.shape[-1])}
 
@@ -67,8 +74,8 @@ def _bin_edges_full(boundaries):
 def _histogram_1d(scores, targets, valid, num_bins, binning):
   """Boundaries [M-1] and values [M] = mean target per bin (an empty bin: the midpoint of its edges)."""
   if binning == "equal_mass":
-    srt = jnp.sort(jnp.where(valid, scores, jnp.inf))
-    boundaries = _common.equal_mass_boundaries(srt, jnp.sum(valid, dtype=jnp.int32), num_bins)
+    order = jnp.argsort(jnp.where(valid, scores, jnp.inf))
+    boundaries = _binned.equal_mass_edges(scores[order], valid[order], num_bins)
   else:
     boundaries = jnp.asarray(_binned.bin_edges(num_bins, scores.dtype)[1:-1])
   idx = jnp.searchsorted(boundaries, scores, side="left")
@@ -109,7 +116,7 @@ def fit_histogram_binning(
   with (s_i, t_i) = (max_k p_ik, 1[argmax_k p_ik = y_i]) for ``variant="top_label"`` and (p_ik, 1[y_i = k]) per
   class k for ``variant="one_vs_rest"`` (p = link(z); outputs renormalised, see the module docstring). Bins:
   ``binning="equal_mass"`` (Zadrozny & Elkan's equal-frequency bins: interior edge j is the ceil(j n / M)-th
-  smallest score, as the ATS pieces) or ``"equal_width"`` (the metrics' edges b / M). An empty bin gets the midpoint
+  smallest score, :func:`gence_jax.metrics.equal_mass_edges`, as the ATS pieces and the equal-mass metrics) or ``"equal_width"`` (the metrics' edges b / M). An empty bin gets the midpoint
   of its edges. jit-able.
   """
   fn = "fit_histogram_binning"
@@ -121,13 +128,16 @@ def fit_histogram_binning(
   return HistogramBinningParams(boundaries=b, values=v, variant=variant, binning=binning, link=link)
 
 
-def apply_histogram_binning(params: HistogramBinningParams, logits: jax.typing.ArrayLike) -> jax.Array:
-  """Calibrated probabilities ([..., K] -> [..., K])."""
+def apply_histogram_binning(
+  params: HistogramBinningParams, logits: jax.typing.ArrayLike
+) -> jax.Array | _common.TopLabel:
+  """Top-label: the pair :class:`TopLabel` ([..., K] -> [...], [...]); one-vs-rest: calibrated probabilities
+  ([..., K] -> [..., K])."""
   probs = params.link(jnp.asarray(logits))
   if params.variant == "top_label":
     c = jnp.max(probs, axis=-1)
     idx = jnp.searchsorted(params.boundaries, c.reshape(-1), side="left").reshape(c.shape)
-    return _common.top_label_vector(probs, params.values[idx])
+    return _common.top_label(probs, params.values[idx])
   flat = probs.reshape(-1, probs.shape[-1])
   idx = jax.vmap(lambda b, s: jnp.searchsorted(b, s, side="left"), in_axes=(0, 1), out_axes=1)(params.boundaries, flat)
   values = jnp.take_along_axis(params.values.T, idx, axis=0)  # values[k, idx[i, k]]
@@ -153,6 +163,10 @@ class IsotonicParams:
   knots_y: jax.Array
   variant: str = dataclasses.field(default="top_label", metadata=dict(static=True))
   link: Link = dataclasses.field(default=jax.nn.softmax, metadata=dict(static=True))
+
+  @property
+  def top_label(self) -> bool:
+    return self.variant == "top_label"
 
   def summary(self) -> dict:
     return {"variant": self.variant, "num_knots": int(self.knots_x.shape[-1])}
@@ -232,13 +246,14 @@ def fit_isotonic(
   return IsotonicParams(knots_x=jnp.asarray(kx, dtype), knots_y=jnp.asarray(ky, dtype), variant=variant, link=link)
 
 
-def apply_isotonic(params: IsotonicParams, logits: jax.typing.ArrayLike) -> jax.Array:
-  """Calibrated probabilities ([..., K] -> [..., K])."""
+def apply_isotonic(params: IsotonicParams, logits: jax.typing.ArrayLike) -> jax.Array | _common.TopLabel:
+  """Top-label: the pair :class:`TopLabel` ([..., K] -> [...], [...]); one-vs-rest: calibrated probabilities
+  ([..., K] -> [..., K])."""
   probs = params.link(jnp.asarray(logits))
   if params.variant == "top_label":
     c = jnp.max(probs, axis=-1)
     # The clip removes interpolation rounding (the knot values themselves lie in [0, 1]).
-    return _common.top_label_vector(probs, jnp.clip(jnp.interp(c, params.knots_x, params.knots_y), 0, 1))
+    return _common.top_label(probs, jnp.clip(jnp.interp(c, params.knots_x, params.knots_y), 0, 1))
   flat = probs.reshape(-1, probs.shape[-1])
   values = jax.vmap(jnp.interp, in_axes=(1, 0, 0), out_axes=1)(flat, params.knots_x, params.knots_y)
   return _common.renormalise(jnp.clip(values, 0, 1)).reshape(probs.shape)
@@ -263,6 +278,8 @@ class ScalingBinningParams:
   boundaries: jax.Array
   values: jax.Array
   link: Link = dataclasses.field(default=jax.nn.softmax, metadata=dict(static=True))
+
+  top_label = True  # its output is always the (prediction, confidence) pair
 
   def summary(self) -> dict:
     return {"temperature": float(self.temperature), "num_bins": int(self.values.shape[-1])}
@@ -293,8 +310,8 @@ def fit_scaling_binning(
   3. Binning: ``num_bins`` equal-mass bins of g on the binning part (edge j = the ceil(j n_2 / B)-th smallest g);
      each bin's value is the mean of g over the binning part's examples in it (no labels: this is what makes the
      output's calibration error measurable, their Section 4).
-  4. Prediction: the top class of link(z / T) gets its bin's value, the other classes share the rest
-     (top-label vector, see the module docstring).
+  4. Prediction: the pair (argmax_k link(z)_k, the bin value of max_k link(z / T)_k) (:class:`TopLabel`, see the
+     module docstring; a positive T keeps the argmax of an order-preserving link).
 
   The split is drawn on the host with NumPy; the fits are the jitted JAX ones; prediction is jit-able.
   """
@@ -318,9 +335,9 @@ def fit_scaling_binning(
   return ScalingBinningParams(temperature=ts.temperature, boundaries=b, values=v, link=link)
 
 
-def apply_scaling_binning(params: ScalingBinningParams, logits: jax.typing.ArrayLike) -> jax.Array:
-  """Calibrated probabilities ([..., K] -> [..., K])."""
-  probs = params.link(jnp.asarray(logits) / params.temperature)
-  c = jnp.max(probs, axis=-1)
+def apply_scaling_binning(params: ScalingBinningParams, logits: jax.typing.ArrayLike) -> _common.TopLabel:
+  """The pair :class:`TopLabel` ([..., K] -> [...], [...]): the uncalibrated argmax and its bin's value."""
+  logits = jnp.asarray(logits)
+  c = jnp.max(params.link(logits / params.temperature), axis=-1)
   idx = jnp.searchsorted(params.boundaries, c.reshape(-1), side="left").reshape(c.shape)
-  return _common.top_label_vector(probs, params.values[idx])
+  return _common.top_label(params.link(logits), params.values[idx])

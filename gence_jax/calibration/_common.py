@@ -1,9 +1,9 @@
-"""Helpers shared by the calibrators: input checks, the link-generic NLL, top-label probability vectors."""
+"""Helpers shared by the calibrators: input checks, the link-generic NLL, the top-label output pair."""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,20 +60,22 @@ def top_confidence(logits: jax.Array, link: Link) -> jax.Array:
   return jnp.max(link(logits), axis=-1)
 
 
-def top_label_vector(probs: jax.Array, confidence: jax.Array) -> jax.Array:
-  """A probability vector whose top class (first argmax of ``probs``) gets ``confidence``.
+class TopLabel(NamedTuple):
+  """What a top-label calibrator outputs (Gupta & Ramdas 2022, "Top-label calibration and multiclass-to-binary
+  reductions", ICLR): the uncalibrated model's prediction and the calibrated confidence that it is right.
 
-  The other classes share 1 - confidence in proportion to their probabilities:
-  p'_k = p_k (1 - c') / (1 - c) for k != argmax, with c = max_k p_k; uniformly when c = 1. The argmax is kept when
-  c' >= max_{k != top} p'_k (always when c' >= 1/2), not in general.
+  Attributes:
+    prediction: [...] int32, argmax_k link(z)_k of the uncalibrated model (first maximum on ties): never changed.
+    confidence: [...] float in [0, 1], the calibrated probability that ``prediction`` is the label.
   """
-  top = jnp.argmax(probs, axis=-1)
-  is_top = jax.nn.one_hot(top, probs.shape[-1], dtype=bool)
-  rest = jnp.sum(jnp.where(is_top, 0, probs), axis=-1, keepdims=True)
-  new = confidence[..., None].astype(probs.dtype)
-  k = probs.shape[-1]
-  share = jnp.where(rest > 0, probs * ((1 - new) / jnp.where(rest > 0, rest, 1)), (1 - new) / max(k - 1, 1))
-  return jnp.where(is_top, new, share)
+
+  prediction: jax.Array
+  confidence: jax.Array
+
+
+def top_label(probs: jax.Array, confidence: jax.Array) -> TopLabel:
+  """:class:`TopLabel` with the first argmax of the uncalibrated ``probs`` and the calibrated ``confidence``."""
+  return TopLabel(prediction=jnp.argmax(probs, axis=-1).astype(jnp.int32), confidence=confidence)
 
 
 def renormalise(scores: jax.Array) -> jax.Array:
@@ -99,18 +101,3 @@ def link_name(link) -> str:
   if link is jax.nn.softmax:
     return "softmax"
   return f"{module}.{name}" if module and not module.startswith("jax") else name
-
-
-def equal_mass_boundaries(sorted_values: jax.Array, n: jax.Array, num_bins: int) -> jax.Array:
-  """Interior boundaries of ``num_bins`` equal-mass bins: b_j = the ceil(j n / M)-th smallest value, j = 1..M-1.
-
-  ``sorted_values`` [N] ascending, with the n valid values first (masked ones sorted to the end as +inf). A value v
-  falls in bin searchsorted(b, v, side="left"): bins are (b_{j-1}, b_j], a value equal to a boundary is in the lower
-  bin (the metrics' convention).
-  """
-  m = num_bins
-  if m == 1:
-    return jnp.zeros((0,), sorted_values.dtype)
-  j = jnp.arange(1, m, dtype=jnp.int32)
-  k = (j * n + m - 1) // m
-  return sorted_values[jnp.clip(k - 1, 0, max(sorted_values.shape[0] - 1, 0))]

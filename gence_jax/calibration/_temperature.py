@@ -96,7 +96,27 @@ class ATSParams:
     }
     if self.centres is not None:
       out["centres"] = np.asarray(self.centres, np.float64).tolist()
+    reason = self.degenerate()
+    if reason:
+      out["degenerate"] = reason
     return out
+
+  def degenerate(self) -> str | None:
+    """Why the fitted map is less than ``num_pieces`` temperatures, or None: empty pieces (tied confidences, e.g.
+    many exactly 1.0 under a sparse link, put every tie in one piece) or no piece fitted (the map is TS)."""
+    counts = np.asarray(self.counts).astype(int)
+    fitted = np.asarray(self.fitted).astype(bool)
+    if counts.size <= 1:
+      return None
+    empty = int(np.sum(counts == 0))
+    if empty:
+      return (
+        f"ATS: {empty} of {counts.size} pieces are empty (counts {counts.tolist()}): tied confidences (e.g. many "
+        "exactly 1.0) put whole groups in one piece"
+      )
+    if not fitted.any():
+      return f"ATS: no piece was fitted (counts {counts.tolist()}): the map is temperature scaling"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- objective
@@ -134,8 +154,9 @@ def _fit_global(logits, labels, valid, *, link, lo, hi, num_grid, num_golden):
 def _pieces(conf, valid, num_pieces):
   """Equal-mass boundaries [P-1], piece of each example [N], counts [P] and the sorted valid confidences."""
   n = jnp.sum(valid, dtype=jnp.int32)
-  srt = jnp.sort(jnp.where(valid, conf, jnp.inf))
-  boundaries = _common.equal_mass_boundaries(srt, n, num_pieces)
+  order = jnp.argsort(jnp.where(valid, conf, jnp.inf))
+  srt = jnp.where(valid, conf, jnp.inf)[order]
+  boundaries = _binned.equal_mass_edges(srt, valid[order], num_pieces)
   piece = jnp.searchsorted(boundaries, conf, side="left").astype(jnp.int32)
   counts = jax.ops.segment_sum(valid.astype(jnp.int32), piece, num_segments=num_pieces)
   return boundaries, piece, counts, srt, n
@@ -178,6 +199,26 @@ def ref_log_gap(conf: jax.Array, num_classes: int) -> jax.Array:
   a_max = log_km1 + math.log(2.0 / float(jnp.finfo(dtype).eps))
   a = log_km1 + jnp.log(conf) - jnp.log1p(-conf)
   return jnp.log(jnp.clip(a, _A_MIN, a_max))
+
+
+def example_log_gap(logits: jax.Array, link: Link) -> jax.Array:
+  """x = log a of each example ([..., K] -> [...]), the position on which monotone ATS interpolates log T.
+
+  For ``jax.nn.softmax`` a is read from the LOGITS: a = log(K - 1) - log sum_{k != top} exp(z_k - z_top), which
+  equals log((K - 1) c / (1 - c)) at the softmax confidence c in exact arithmetic but keeps resolving the gap where
+  the float32 confidence has rounded to 1 (from about c > 1 - 1e-4 on, many logit vectors share one stored c, and
+  a temperature read from c would step, breaking monotonicity there). For another link, from its top confidence
+  (:func:`ref_log_gap`). Clipped below at 1e-6 (confidences at or below 1/K).
+  """
+  logits = jnp.asarray(logits)
+  if link is not jax.nn.softmax:
+    return ref_log_gap(_top_confidence(logits, link=link), logits.shape[-1])
+  k = logits.shape[-1]
+  top = jax.nn.one_hot(jnp.argmax(logits, axis=-1), k, dtype=bool)
+  shifted = logits - jnp.max(logits, axis=-1, keepdims=True)
+  rest = jax.nn.logsumexp(jnp.where(top, -jnp.inf, shifted), axis=-1)
+  a = math.log(max(k - 1, 1)) - rest
+  return jnp.log(jnp.maximum(a, _A_MIN))
 
 
 def _knot_weights(x, xk):
@@ -274,7 +315,7 @@ def _fit_ats_monotone(
   centres = srt[jnp.clip(kc - 1, 0, max(srt.shape[0] - 1, 0))]
   ratios = _segment_ratios(link, k, centres)
   xk = ref_log_gap(centres, k)
-  seg, w = _knot_weights(ref_log_gap(conf, k), xk)
+  seg, w = _knot_weights(example_log_gap(logits, link), xk)
   # Knot j's objective: the examples whose temperature depends on knot j. Knots of equal parity share no examples.
   member = valid[:, None] & (
     ((seg[:, None] == jj[None, :]) & (w[:, None] < 1)) | ((seg[:, None] == jj[None, :] - 1) & (w[:, None] > 0))
@@ -458,7 +499,8 @@ def fit_ats(
   3. Temperature as a continuous function of confidence: knot j sits at the piece centre m_j (the
      ceil((2j+1) n / (2P))-th smallest c_i), and log T(c) is linear in x(c) = log a(c) between knots, constant
      beyond the end knots, where a(c) = log((K-1) c / (1-c)) is the logit gap at which the reference logits
-     (a, 0, ..., 0) have softmax confidence c (:func:`ref_log_gap`).
+     (a, 0, ..., 0) have softmax confidence c (:func:`ref_log_gap`). For the softmax link each example's x is read
+     from its logits (:func:`example_log_gap`), so it keeps moving where the float32 confidence has rounded to 1.
   4. Monotonicity: log T may rise between knots by at most (x_{j+1} - x_j) / r_j (it may fall freely). Along any
      ray z = s v (s > 0) the calibrated logits are (s / T(c(s v))) v, and for the softmax dc/du (u = log s) at
      confidence c is at most c (1-c) a(c), attained on the reference ray; so d log T / du <= 1 and s / T is
@@ -537,7 +579,7 @@ def ats_temperatures(params: ATSParams, logits: jax.typing.ArrayLike) -> jax.Arr
     return jnp.broadcast_to(params.temperatures[0], conf.shape)
   k = logits.shape[-1]
   xk = ref_log_gap(params.centres.astype(conf.dtype), k)
-  j, w = _knot_weights(ref_log_gap(conf.reshape(-1), k), xk)
+  j, w = _knot_weights(example_log_gap(logits, params.link).reshape(-1), xk)
   return _interp_temperature(j, w, params.temperatures).reshape(conf.shape)
 
 

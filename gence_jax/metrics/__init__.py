@@ -82,9 +82,25 @@ from gence_jax.metrics._scalar import (
   nll,
   update_eval_stats,
 )
+from gence_jax.metrics._top_label import (
+  TOP_LABEL_BOOTSTRAP,
+  TOP_LABEL_METRICS,
+  UNDEFINED,
+  bootstrap_top_label_intervals,
+  top_label_metrics,
+  top_label_stats,
+)
+from gence_jax.metrics._binned import equal_mass_edges
 from gence_jax.checks import PROBS_SUM_ATOL
 
 __all__ = [
+  "TOP_LABEL_BOOTSTRAP",
+  "TOP_LABEL_METRICS",
+  "UNDEFINED",
+  "bootstrap_top_label_intervals",
+  "equal_mass_edges",
+  "top_label_metrics",
+  "top_label_stats",
   "BOOTSTRAP_METRICS",
   "BootstrapStats",
   "INTERVAL_METHODS",

@@ -118,19 +118,29 @@ def top_label(probs, labels, valid):
   return conf, correct
 
 
+def top_label_width_stats(conf, correct, valid, num_bins: int) -> CalibrationStats:
+  """Equal-width top-label :class:`CalibrationStats` (no classwise part) of confidences ``conf`` [N] and
+  correctness ``correct`` [N] (bool), ``valid`` [N] bool; binned in the confidences' own dtype."""
+  acc = jnp.promote_types(conf.dtype, jnp.float32)
+  b = bin_index(conf, num_bins)
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=num_bins)
+  return CalibrationStats(
+    count=seg(valid.astype(jnp.int32)),
+    conf_sum=seg(jnp.where(valid, conf.astype(acc), 0)),
+    correct=seg((correct & valid).astype(jnp.int32)),
+  )
+
+
 @functools.partial(jax.jit, static_argnames=("num_bins", "classwise"))
 def _stats_core(probs, labels, valid, *, num_bins: int, classwise: bool) -> CalibrationStats:
   n, k = probs.shape
   m = num_bins
   acc = jnp.promote_types(probs.dtype, jnp.float32)  # sums in >= float32 even for bfloat16 probabilities
   conf, correct = top_label(probs, labels, valid)
-  b = bin_index(conf, m)  # binned in the probabilities' own dtype (edges rounded to it)
-  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=m)
-  count = seg(valid.astype(jnp.int32))
-  conf_sum = seg(jnp.where(valid, conf.astype(acc), 0))
-  n_correct = seg(correct.astype(jnp.int32))
+  top = top_label_width_stats(conf, correct, valid, m)
   if not classwise:
-    return CalibrationStats(count=count, conf_sum=conf_sum, correct=n_correct)
+    return top
+  count, conf_sum, n_correct = top.count, top.conf_sum, top.correct
   # Classwise part, vectorised over classes: segment id k * M + bin(p_ik).
   cb = bin_index(probs, m)  # [N, K]
   ids = (jnp.arange(k, dtype=jnp.int32)[None, :] * m + cb).reshape(-1)
@@ -181,6 +191,69 @@ def calibration_stats(
   if axis_name is not None:
     stats = jax.lax.psum(stats, axis_name)
   return stats
+
+
+# ----------------------------------------------------------------------------------------------- equal-mass bins
+
+
+def equal_mass_edges(sorted_values: jax.Array, weights: jax.Array, num_bins: int) -> jax.Array:
+  """Interior edges [M - 1] of M equal-mass bins; the edges are values of the data, so ties never straddle an edge.
+
+  ``sorted_values`` [N] ascending, ``weights`` [N] integer multiplicities (1 per example, 0 for masked rows, or
+  bootstrap counts): the multiset holds n = sum_i w_i copies with ranks 0..n-1 in sorted order. With the rank
+  boundaries s_j = ceil(j n / M) (bin j would hold ranks s_j .. s_{j+1} - 1 if ranks decided), edge j (j = 1..M-1)
+  is the value of the copy of rank s_j - 1, the largest value the rank rule puts in bin j - 1. A value v falls in
+  bin searchsorted(edges, v, side="left"): bins are (e_{j-1}, e_j], a value equal to an edge is in the lower bin.
+
+  On distinct values this is exactly the rank rule (bin j holds ranks s_j .. s_{j+1} - 1: floor(n/M) or ceil(n/M)
+  examples each). On tied values a group of equal confidences stays in one bin (the lower one, as Kumar et al.'s
+  ``get_equal_bins`` in verified_calibration, whose edges are midpoints between the sorted values at the split and
+  whose bins are (e_{j-1}, e_j]); the bins then hold unequal counts and some may be empty. The calibrators' pieces
+  and equal-mass bins and every equal-mass metric use this one rule.
+  """
+  m = num_bins
+  if m == 1:
+    return jnp.zeros((0,), sorted_values.dtype)
+  cum = jnp.cumsum(weights.astype(jnp.int32))
+  n = cum[-1] if cum.shape[0] else jnp.zeros((), jnp.int32)
+  j = jnp.arange(1, m, dtype=jnp.int32)
+  s = (j * n + m - 1) // m
+  idx = jnp.searchsorted(cum, s - 1, side="right")  # the example holding the copy of rank s_j - 1
+  return sorted_values[jnp.clip(idx, 0, max(sorted_values.shape[0] - 1, 0))]
+
+
+def equal_mass_stats_sorted(conf_s, correct_s, w_s, num_bins: int) -> CalibrationStats:
+  """Top-label :class:`CalibrationStats` over the equal-mass bins of :func:`equal_mass_edges`, from confidences
+  sorted ascending ``conf_s`` [N] (finite), correctness ``correct_s`` [N] and integer weights ``w_s`` [N]."""
+  acc = jnp.promote_types(conf_s.dtype, jnp.float32)
+  w = w_s.astype(jnp.int32)
+  edges = equal_mass_edges(conf_s, w, num_bins)
+  b = jnp.searchsorted(edges, conf_s, side="left")
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=num_bins)
+  return CalibrationStats(
+    count=seg(w),
+    conf_sum=seg(w.astype(acc) * conf_s.astype(acc)),
+    correct=seg(w * correct_s.astype(jnp.int32)),
+  )
+
+
+def distinct_value_stats(conf, correct, valid) -> CalibrationStats:
+  """Top-label :class:`CalibrationStats` with one bin per distinct confidence value, in ascending order (N bins,
+  the unused ones empty): Kumar et al.'s ``get_discrete_bins`` (verified_calibration), the bins of a model whose
+  outputs take finitely many values (histogram binning, isotonic, scaling-binning)."""
+  acc = jnp.promote_types(conf.dtype, jnp.float32)
+  key = jnp.where(valid, conf, jnp.inf)
+  order = jnp.argsort(key)
+  ks = key[order]
+  new = jnp.concatenate([jnp.ones((1,), bool), ks[1:] != ks[:-1]]) if ks.shape[0] else jnp.zeros((0,), bool)
+  gid = jnp.cumsum(new) - 1
+  v = valid[order]
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=gid, num_segments=max(conf.shape[0], 1))
+  return CalibrationStats(
+    count=seg(v.astype(jnp.int32)),
+    conf_sum=seg(jnp.where(v, conf[order].astype(acc), 0)),
+    correct=seg((correct[order] & v).astype(jnp.int32)),
+  )
 
 
 # ----------------------------------------------------------------------------------------------- from statistics

@@ -236,9 +236,9 @@ def bootstrap_metrics(stats: BootstrapStats) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def _bootstrap_adaptive_core(conf, correct, weights, *, num_bins):
-  order = _estimators._sort_top_label(conf, correct)
+  order = jnp.argsort(conf)
   conf_s, corr_s, w_s = conf[order], correct[order], weights[order]
-  per = jax.vmap(lambda w: _estimators._equal_mass_sorted(conf_s, corr_s, w, num_bins), in_axes=1)(w_s)
+  per = jax.vmap(lambda w: _binned.equal_mass_stats_sorted(conf_s, corr_s, w, num_bins), in_axes=1)(w_s)
   dt = per.conf_sum.dtype
   return jnp.sum(jnp.abs(per.correct.astype(dt) - per.conf_sum), axis=-1) / jnp.sum(per.count, axis=-1).astype(dt)
 
@@ -256,9 +256,9 @@ def bootstrap_adaptive_ece(
   """Adaptive ECE of every resample, [R]: equal-mass bins of each resample's multiset (NOT mergeable).
 
   Needs the whole (gathered) test set. Resample r is the multiset in which example i appears w_ir times
-  (:func:`bootstrap_weights`); its adaptive ECE is :func:`adaptive_ece` of that multiset (sorted by confidence, ties
-  incorrect first; rank r of n copies in bin floor(r M / n)), computed without materialising the copies
-  (:func:`equal_mass_stats`). O(N log N + N R) time.
+  (:func:`bootstrap_weights`); its adaptive ECE is :func:`adaptive_ece` of that multiset (value edges at the
+  confidences of ranks ceil(j n / M) - 1 of its n copies, ties in one bin), computed without materialising the
+  copies (:func:`equal_mass_stats`). O(N log N + N R) time.
   """
   num_resamples, seed = _check_resamples("bootstrap_adaptive_ece", num_resamples, seed)
   conf, correct, valid, num_bins = _estimators._top_label_inputs("bootstrap_adaptive_ece", probs, labels, where, num_bins)

@@ -12,7 +12,8 @@ Every estimator here works on the top-label pair (c_i, z_i) with c_i = max_k p_i
   2023, "Smooth ECE: Principled Reliability Diagrams via Kernel Smoothing"), from mergeable grid statistics
   (:class:`SmoothECEStats`).
 
-Equal-mass bins are defined by ranks, so they are not a sufficient statistic of fixed bins:
+Equal-mass bins have edges that are quantiles of the data (confidence values, so tied confidences share a bin:
+:func:`gence_jax.metrics.equal_mass_edges`), so they are not a sufficient statistic of fixed bins:
 :func:`equal_mass_stats` needs every confidence (it sorts them; it is jit-able) and also accepts integer
 multiplicities per example, which is how the bootstrap uses it.
 """
@@ -32,44 +33,10 @@ from gence_jax.metrics import _binned
 # ----------------------------------------------------------------------------------------------- equal-mass bins
 
 
-def _sort_top_label(conf, correct):
-  """Order of ascending confidence, ties broken by correctness (incorrect first), as :func:`adaptive_ece`."""
-  return jnp.lexsort((correct.astype(jnp.int32), conf))
-
-
-def _equal_mass_sorted(conf_s, correct_s, w_s, num_bins: int) -> _binned.CalibrationStats:
-  """Equal-mass bins of the multiset in which sorted example i appears ``w_s[i]`` times (integer weights).
-
-  The multiset holds n = sum_i w_i copies with ranks 0..n-1 in sorted order (copies of example i take the ranks
-  [C_{i-1}, C_i), C = cumsum(w)); the copy of rank r goes to bin floor(r M / n), so bin b holds ranks
-  s_b .. s_{b+1} - 1 with s_b = ceil(b n / M). Per-bin sums come from the piecewise-linear cumulative sums
-  F(x) = sum of the values of the copies of rank < x, so the copies of one example may be split between two bins.
-  """
-  m = num_bins
-  acc = jnp.promote_types(conf_s.dtype, jnp.float32)
-  w = w_s.astype(jnp.int32)
-  cum = jnp.cumsum(w)
-  n = cum[-1] if cum.shape[0] else jnp.zeros((), jnp.int32)
-  prev = jnp.concatenate([jnp.zeros((1,), jnp.int32), cum])  # prev[j] = total weight of the first j examples
-  conf_f = conf_s.astype(acc)
-  corr_i = correct_s.astype(jnp.int32)
-  pre_conf = jnp.concatenate([jnp.zeros((1,), acc), jnp.cumsum(w.astype(acc) * conf_f)])
-  pre_corr = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(w * corr_i)])
-  conf_pad = jnp.concatenate([conf_f, jnp.zeros((1,), acc)])
-  corr_pad = jnp.concatenate([corr_i, jnp.zeros((1,), jnp.int32)])
-  b = jnp.arange(m + 1, dtype=jnp.int32)
-  s = (b * n + (m - 1)) // m  # s_b = ceil(b n / M), rank where bin b starts
-  j = jnp.searchsorted(cum, s, side="right")  # examples entirely below rank s_b
-  part = s - prev[j]  # copies of example j below rank s_b
-  f_conf = pre_conf[j] + part.astype(acc) * conf_pad[j]
-  f_corr = pre_corr[j] + part * corr_pad[j]
-  return _binned.CalibrationStats(count=jnp.diff(s), conf_sum=jnp.diff(f_conf), correct=jnp.diff(f_corr))
-
-
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def _equal_mass_core(conf, correct, weights, *, num_bins):
-  order = _sort_top_label(conf, correct)
-  return _equal_mass_sorted(conf[order], correct[order], weights[order], num_bins)
+  order = jnp.argsort(conf)
+  return _binned.equal_mass_stats_sorted(conf[order], correct[order], weights[order], num_bins)
 
 
 def _top_label_inputs(fn, probs, labels, where, num_bins):
@@ -91,10 +58,12 @@ def equal_mass_stats(
 ) -> _binned.CalibrationStats:
   """Top-label statistics over equal-mass (adaptive) bins; NOT mergeable (the bins depend on every confidence).
 
-  Examples are sorted by confidence c_i = max_k p_ik (ascending; ties broken by correctness, incorrect first) and the
-  example of 0-based rank r among the n unmasked ones goes to bin floor(r M / n), the rule of :func:`adaptive_ece`.
-  With integer ``weights`` w_i >= 0 (e.g. bootstrap multiplicities) the bins are those of the multiset in which
-  example i appears w_i times; the copies of one example may then fall in two neighbouring bins.
+  Bins by value with equal-mass edges (:func:`gence_jax.metrics.equal_mass_edges`, the rule of
+  :func:`adaptive_ece`): sort the n unmasked confidences c_i = max_k p_ik; edge j is the confidence of rank
+  ceil(j n / M) - 1, and bin j is (e_{j-1}, e_j]. On distinct confidences the example of rank r is in bin
+  floor(r M / n); equal confidences always share a bin. With integer ``weights`` w_i >= 0 (e.g. bootstrap
+  multiplicities) the bins are those of the multiset in which example i appears w_i times (all copies of an example
+  in one bin).
 
   Returns:
     :class:`CalibrationStats` with ``count`` [M] int32, ``conf_sum`` [M] float and ``correct`` [M] int32 (no
@@ -169,18 +138,31 @@ def l2_calibration_error(
       E2_plugin   = sum_b (n_b / N) (conf_b - acc_b)^2
       E2_debiased = sum_{b : n_b >= 2} (n_b / N) [ (conf_b - acc_b)^2 - acc_b (1 - acc_b) / (n_b - 1) ]
 
-  See :func:`l2_calibration_error_from_stats`. ``binning="width"`` uses the equal-width bins of :func:`ece`
-  (mergeable: :func:`calibration_stats`); ``binning="mass"`` the equal-mass bins of :func:`adaptive_ece` (Kumar et
-  al.'s own choice for models with continuous outputs; not mergeable). Returns sqrt(max(E2, 0)), or E2 itself with
-  ``squared=True``.
+  See :func:`l2_calibration_error_from_stats`. Bins:
+
+  * ``binning="width"``: the equal-width bins of :func:`ece` (mergeable: :func:`calibration_stats`);
+  * ``binning="mass"``: the equal-mass bins of :func:`adaptive_ece` (value edges, ties never split; Kumar et al.'s
+    ``lower_bound_scaling_ce`` with ``get_equal_bins``, their choice for models with continuous outputs; not
+    mergeable);
+  * ``binning="values"``: one bin per distinct confidence (Kumar et al.'s ``get_binning_ce`` with
+    ``get_discrete_bins``, their estimator for binned models: histogram binning, isotonic, scaling-binning, whose
+    outputs take few values; ``num_bins`` is then unused).
+
+  Returns sqrt(max(E2, 0)), or E2 itself with ``squared=True``.
   """
   if binning == "width":
     stats = _binned.calibration_stats(probs, labels, num_bins=num_bins, where=where, classwise=False)
   elif binning == "mass":
     stats = equal_mass_stats(probs, labels, num_bins=num_bins, where=where)
+  elif binning == "values":
+    conf, correct, valid, _ = _top_label_inputs("l2_calibration_error", probs, labels, where, num_bins)
+    stats = _distinct_core(conf, correct, valid)
   else:
-    raise ValueError(f"l2_calibration_error: `binning` must be 'width' or 'mass', got {binning!r}.")
+    raise ValueError(f"l2_calibration_error: `binning` must be 'width', 'mass' or 'values', got {binning!r}.")
   return l2_calibration_error_from_stats(stats, debias=debias, squared=squared)
+
+
+_distinct_core = jax.jit(_binned.distinct_value_stats)
 
 
 def rmsce(
@@ -188,18 +170,50 @@ def rmsce(
   labels: jax.typing.ArrayLike,
   *,
   num_bins: int = 15,
+  bin_size: Optional[int] = None,
   where: Optional[jax.typing.ArrayLike] = None,
 ) -> jax.Array:
-  """Root-mean-square calibration error with equal-mass bins (Hendrycks, Mazeika & Dietterich 2019).
+  """Root-mean-square calibration error (Hendrycks, Mazeika & Dietterich 2019, "Deep Anomaly Detection with Outlier
+  Exposure", ICLR), in one of two conventions:
 
       RMSCE = sqrt( sum_b (n_b / N) (acc_b - conf_b)^2 )
 
-  over ``num_bins`` equal-mass top-label bins with the rule of :func:`adaptive_ece` (sorted by confidence, rank r
-  in bin floor(r M / N)). Hendrycks et al. fix the bin SIZE (100 examples) instead of the number of bins: pass
-  ``num_bins = N // 100`` for that. The plug-in (not debiased) estimator; it equals
-  ``l2_calibration_error(..., binning="mass")``.
+  * ``bin_size=None`` (default): ``num_bins`` equal-mass top-label bins with value edges, the bins of
+    :func:`adaptive_ece` (ties never split); it equals ``l2_calibration_error(..., binning="mass")``.
+  * ``bin_size=B``: Hendrycks et al.'s ``calib_err`` (outlier-exposure code, ``utils/calibration_tools.py``, their
+    default B = 100): the confidences sorted ascending and cut by RANK into floor(N / B) bins of B examples, the
+    remainder appended to the last bin, and that last bin then left out of the sum while N still counts every
+    example. Ties are cut by rank as in their code (here in input order: a stable sort). Needs N >= B.
+    ``num_bins`` is unused.
+
+  The plug-in (not debiased) estimator. jit-able.
   """
-  return l2_calibration_error_from_stats(equal_mass_stats(probs, labels, num_bins=num_bins, where=where))
+  if bin_size is None:
+    return l2_calibration_error_from_stats(equal_mass_stats(probs, labels, num_bins=num_bins, where=where))
+  bin_size = checks.check_num_bins("rmsce", bin_size, "bin_size")
+  conf, correct, valid, _ = _top_label_inputs("rmsce", probs, labels, where, num_bins)
+  if checks.is_concrete(valid):
+    n = int(jnp.sum(valid))
+    if n < bin_size:
+      raise ValueError(f"rmsce: `bin_size`={bin_size} needs at least that many unmasked examples, got {n}.")
+  return _hendrycks_core(conf, correct, valid, bin_size=bin_size)
+
+
+@functools.partial(jax.jit, static_argnames=("bin_size",))
+def _hendrycks_core(conf, correct, valid, *, bin_size):
+  acc = jnp.promote_types(conf.dtype, jnp.float32)
+  order = jnp.argsort(jnp.where(valid, conf, jnp.inf), stable=True)  # masked rows last
+  n = jnp.sum(valid, dtype=jnp.int32)
+  num = jnp.maximum(n // bin_size, 1)
+  rank = jnp.arange(conf.shape[0], dtype=jnp.int32)
+  b = jnp.minimum(rank // bin_size, num - 1)
+  kept = (rank < n) & (b < num - 1)  # the last bin (with the remainder) is left out, as calib_err's loop does
+  segs = conf.shape[0] // bin_size + 1
+  seg = functools.partial(jax.ops.segment_sum, segment_ids=jnp.where(kept, b, segs - 1), num_segments=segs)
+  w = kept.astype(acc)
+  cnt = seg(w)
+  gap = (seg(w * conf[order].astype(acc)) - seg(w * correct[order].astype(acc))) / jnp.maximum(cnt, 1)
+  return jnp.sqrt(jnp.sum(cnt * gap * gap) / n.astype(acc))
 
 
 # ----------------------------------------------------------------------------------------------- smooth ECE

@@ -191,21 +191,10 @@ def brier(
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def _adaptive_core(conf, correct, valid, *, num_bins):
-  n_all = conf.shape[0]
-  m = num_bins
-  correct = correct & valid
-  key = jnp.where(valid, conf, jnp.inf)
-  # Ascending confidence; ties broken by correctness (incorrect first) so the value is order-independent.
-  order = jnp.lexsort((correct.astype(jnp.int32), key))
-  n = jnp.sum(valid, dtype=jnp.int32)
-  rank = jnp.arange(n_all, dtype=jnp.int32)
-  b = (rank * m) // jnp.maximum(n, 1)
-  b = jnp.where(rank < n, b, m)  # masked rows (sorted last) go to an out-of-range segment and are dropped
-  seg = functools.partial(jax.ops.segment_sum, segment_ids=b, num_segments=m + 1)
-  dt = jnp.promote_types(conf.dtype, jnp.float32)
-  conf_sum = seg(jnp.where(valid, conf.astype(dt), 0)[order])[:m]
-  n_correct = seg(correct[order].astype(jnp.int32))[:m]
-  return jnp.sum(jnp.abs(n_correct.astype(dt) - conf_sum)) / n.astype(dt)
+  conf = jnp.where(valid, conf, 0)  # masked rows (possibly NaN) get weight 0 and a finite value
+  order = jnp.argsort(conf)
+  stats = _binned.equal_mass_stats_sorted(conf[order], (correct & valid)[order], valid[order], num_bins)
+  return _binned.ece_from_stats(stats)
 
 
 def adaptive_ece_from_confidences(
@@ -247,16 +236,20 @@ def adaptive_ece(
   ``ace``), which is class-wise: every class's probabilities p_ik get their own equal-mass bins and the per-class
   errors are averaged over classes. The two give different numbers; only the top-label one is offered here.
 
-  Bins are defined by rank, not by edges: sort the N unmasked examples by confidence c_i = max_k p_ik (ascending;
-  ties broken by correctness, incorrect first, so the value does not depend on the input order); the example of
-  0-based rank r goes to bin floor(r M / N). Every bin then holds floor(N/M) or ceil(N/M) examples (bin b holds
-  ranks ceil(bN/M) .. ceil((b+1)N/M) - 1), and tied confidences may be split across neighbouring bins. Not
-  mergeable from fixed bins (it needs every confidence): it is a plain function, not a ``*_from_stats``.
+  Equal-mass bins with VALUE edges (:func:`equal_mass_edges`): sort the N unmasked confidences c_i = max_k p_ik
+  ascending; edge b (b = 1..M-1) is the confidence of 0-based rank ceil(bN/M) - 1, and bin b is (e_{b-1}, e_b].
+  On distinct confidences the example of rank r is in bin floor(r M / N) (each bin holds floor(N/M) or ceil(N/M)
+  examples). A group of equal confidences is never split: it lies wholly in the bin of its largest rank's lower
+  neighbour edge (the lower bin), so discrete outputs (histogram binning, isotonic regression, scaling-binning,
+  float32 confidences saturated at 1.0) get bins of unequal size, never all-wrong and all-right halves of one value.
+  This is the tie convention of Kumar et al.'s ``get_equal_bins`` (verified_calibration; values equal to an edge
+  go to the lower bin); its rank boundaries are ceil(N/M)-sized chunks, ours ceil(bN/M) (the same when M divides N).
+  Not mergeable from fixed bins (it needs every confidence): a plain function, not a ``*_from_stats``.
 
-  Mukhoti et al.'s code bins by value instead: edges interpolated at positions kN/M of the sorted confidences
-  (``np.interp``), bins (e_b, e_{b+1}], so tied confidences share a bin and the example(s) with the smallest
-  confidence (equal to e_0) fall in no bin while still counting in N. On distinct confidences each of its bin
-  boundaries sits within about one rank of ours.
+  Mukhoti et al.'s code (``AdaptiveECELoss``) also bins by value: edges interpolated at positions kN/M of the
+  sorted confidences (``np.interp``), bins (e_b, e_{b+1}], so tied confidences share a bin too, and the example(s)
+  with the smallest confidence (equal to e_0) fall in no bin while still counting in N. On distinct confidences
+  each of its bin boundaries sits within about one rank of ours.
   """
   num_bins = checks.check_num_bins("adaptive_ece", num_bins)
   probs, labels, valid = _prep("adaptive_ece", probs, labels, where)

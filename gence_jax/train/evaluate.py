@@ -6,6 +6,8 @@ Every metric reads probabilities through ``loss.probs`` (softmax for most losses
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.experimental.multihost_utils as mhu
 import numpy as np
@@ -84,6 +86,36 @@ def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0, es
   return out
 
 
+def score_top_label(pair, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0) -> dict:
+  """The metrics defined on a top-label output (`gence_jax.metrics.top_label_metrics`) of ``pair`` (a
+  ``calibration.TopLabel``: the model's prediction and its calibrated confidence), with the same bins, estimators
+  and bootstrap resamples as :func:`score`. The full-vector metrics (``metrics.UNDEFINED``: NLL, Brier, classwise
+  ECE, SCE) are None, listed under ``"undefined"``."""
+  conf = np.asarray(pair.confidence)
+  correct = np.asarray(pair.prediction) == np.asarray(labels)
+  values = metrics.top_label_metrics(conf, correct, num_bins=num_bins)
+  out = {k: float(v) for k, v in values.items()}
+  out.update({k: None for k in metrics.UNDEFINED})
+  out["undefined"] = list(metrics.UNDEFINED)
+  if bootstrap > 0:
+    intervals = metrics.bootstrap_top_label_intervals(conf, correct, num_bins=num_bins, num_resamples=bootstrap, seed=seed)
+    out["bootstrap"] = {
+      "resamples": bootstrap,
+      "seed": seed,
+      "level": 0.95,
+      **{m: {k: float(v[k]) for k in ("low", "high", "std")} for m, v in intervals.items()},
+    }
+  return out
+
+
+def score_calibrator(cal, logits, labels, num_bins: int, **boot) -> dict:
+  """Test metrics of a fitted calibrator: on its probability vector (:func:`score`), or on its (prediction,
+  confidence) pair for a top-label one (:func:`score_top_label`: the prediction is the model's own)."""
+  if cal.top_label:
+    return score_top_label(cal.predict(logits), labels, num_bins, **boot)
+  return score(cal.probs(logits), labels, num_bins, **boot)
+
+
 def _method_options(method: str, cfg) -> dict:
   """The config's settings for a calibrator (ATS: pieces and minimum count; binned ones: the metric bins)."""
   if method == "ats":
@@ -102,15 +134,20 @@ def longtail_scores(probs, labels, class_counts, cfg) -> dict:
 
 def calibrate_and_score(loss, val, test, cfg, *, bootstrap: bool = True) -> dict:
   """Test metrics through the loss's link, raw and after each calibrator of ``cfg.methods`` fitted on validation
-  (`gence_jax.calibration.fit`), plus the validation metrics (``val_raw``) and each calibrator's fitted summary.
+  (`gence_jax.calibration.fit`), plus the validation metrics (``val_raw``) and each calibrator's fitted summary
+  (with ``"degenerate"``, and a warning, when its fit collapsed). Top-label calibrators are scored on their
+  (prediction, confidence) pair; full multiclass maps on their vector, whose accuracy may differ from the raw one.
   ``bootstrap``: intervals for the test metrics (``cfg.bootstrap_resamples`` resamples)."""
   (val_logits, val_labels), (test_logits, test_labels) = val, test
   boot = dict(bootstrap=cfg.bootstrap_resamples if bootstrap else 0, seed=cfg.bootstrap_seed)
   out = {"raw": score(loss.probs(test_logits), test_labels, cfg.num_bins, **boot), "calibrators": {}}
   for method in cfg.methods:
     cal = calibration.fit(method, val_logits, val_labels, link=loss.probs_fn, **_method_options(method, cfg))
-    out[method] = score(cal.probs(test_logits), test_labels, cfg.num_bins, **boot)
+    out[method] = score_calibrator(cal, test_logits, test_labels, cfg.num_bins, **boot)
     out["calibrators"][method] = cal.summary()
+    reason = cal.degenerate()
+    if reason:
+      warnings.warn(f"calibrator {method!r} degenerated: {reason}", stacklevel=2)
   if "ts" in out["calibrators"]:
     out["temperature"] = out["calibrators"]["ts"]["temperature"]
   if "ats" in out["calibrators"]:
