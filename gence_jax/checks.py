@@ -293,6 +293,8 @@ def check_probs(
     raise ValueError(message(fn, "probs", "have at least one class column", f"shape {probs.shape}"))
   if num_bins is not None:
     check_num_bins(fn, num_bins)
+  if check_values and not is_concrete(probs, labels, where):
+    return _poison_invalid(probs, labels, where), labels, where
   if check_values and is_concrete(probs, labels, where) and n > 0:
     any_valid, finite, pmin, any_bad, first_bad, bad_sum, ymin, ymax = _summary("probs", raw, (probs, labels, where))
     if any_valid:
@@ -307,6 +309,24 @@ def check_probs(
         )
       _check_label_range(fn, int(ymin), int(ymax), k)
   return probs, labels, where
+
+
+def _poison_invalid(probs: jax.Array, labels: jax.Array, where: jax.Array | None) -> jax.Array:
+  """Under a trace the values cannot be checked: ``probs`` set to NaN when any unmasked row is not a probability
+  vector (non-finite, negative, not summing to 1 within `sum_tolerance`) or has a label outside [0, K), so every
+  metric of it is NaN instead of a plausible number."""
+  k = probs.shape[-1]
+  p = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+  row_bad = (
+    ~jnp.all(jnp.isfinite(p), axis=-1)
+    | jnp.any(p < 0, axis=-1)
+    | (jnp.abs(jnp.sum(p, axis=-1) - 1) > sum_tolerance(probs.dtype))
+    | (labels < 0)
+    | (labels >= k)
+  )
+  if where is not None:
+    row_bad = row_bad & where
+  return jnp.where(jnp.any(row_bad), jnp.asarray(jnp.nan, probs.dtype), probs)
 
 
 def check_logits(

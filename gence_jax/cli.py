@@ -22,10 +22,9 @@ def _train(args):
   test = results["test"]
   for stage in ("raw", *config.calibration.methods):  # the calibrators the config fitted
     m = test[stage]
-    print(
-      f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {m['nll']:.4f}  ece {100 * m['ece']:.2f}%  "
-      f"sce {100 * m['sce']:.2f}%"
-    )
+    nll = "n/a" if m["nll"] is None else f"{m['nll']:.4f}"  # None: a top-label calibrator has no vector
+    sce = "n/a" if m["sce"] is None else f"{100 * m['sce']:.2f}%"
+    print(f"test [{stage:3s}] accuracy {100 * m['accuracy']:.2f}%  nll {nll}  ece {100 * m['ece']:.2f}%  sce {sce}")
   report = results.get("loss_report")
   if report and "objective" in report:
     print(

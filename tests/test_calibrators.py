@@ -25,6 +25,7 @@ METHODS = (
   "isotonic_ovr",
   "scaling_binning",
 )
+TOP_LABEL = ("histogram", "isotonic", "scaling_binning")  # calibrators whose output is (prediction, confidence)
 
 
 def make_data(seed=0, n=600, k=4, scale=2.5):
@@ -76,10 +77,22 @@ def test_available_methods_and_outputs_are_probability_vectors(fitted):
   z_new, _ = make_data(1)
   for m, cal in cals.items():
     assert cal.method == m and cal.link is jax.nn.softmax
+    assert cal.top_label == (m in TOP_LABEL), m
     for x in (z, z_new):
+      if cal.top_label:  # the pair: the model's own prediction and a confidence in [0, 1]; no vector
+        pred = cal.predict(x)
+        np.testing.assert_array_equal(pred.prediction, x.argmax(1), err_msg=m)
+        c = np.asarray(pred.confidence)
+        assert c.shape == (len(x),) and np.all((c >= 0) & (c <= 1)), m
+        with pytest.raises(ValueError, match="top-label"):
+          cal.probs(x)
+        continue
       p = np.asarray(cal.probs(x))  # jax.jit(calibrated_probs) with the params pytree as an argument
       assert p.shape == x.shape and np.all(p >= 0), m
       np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5, err_msg=m)
+      pred = cal.predict(x)
+      np.testing.assert_array_equal(pred.prediction, p.argmax(1), err_msg=m)
+      np.testing.assert_allclose(pred.confidence, p.max(1), rtol=1e-6, err_msg=m)
     text = json.dumps(cal.summary())
     assert json.loads(text)["method"] == m and len(text) < 1500, m
   assert cals["ts"].summary()["temperature"] == pytest.approx(float(cals["ts"].params.temperature))
@@ -90,11 +103,11 @@ def test_argmax_kept_by_scaling_with_one_positive_factor(fitted):
   z, y, cals = fitted
   for m in ("ts", "ts_ece", "ats"):
     np.testing.assert_array_equal(np.asarray(cals[m].probs(z)).argmax(1), z.argmax(1), err_msg=m)
-  # Top-label binning keeps the argmax wherever the calibrated top value is >= 1/2.
-  for m in ("histogram", "isotonic", "scaling_binning"):
-    p = np.asarray(cals[m].probs(z))
-    top = p[np.arange(len(z)), z.argmax(1)]
-    np.testing.assert_array_equal(p.argmax(1)[top >= 0.5], z.argmax(1)[top >= 0.5], err_msg=m)
+  # Top-label calibrators keep the prediction on every row, whatever the calibrated confidence.
+  for m in TOP_LABEL:
+    pred = cals[m].predict(z)
+    np.testing.assert_array_equal(pred.prediction, z.argmax(1), err_msg=m)
+    assert np.any(np.asarray(pred.confidence) < 0.5), m  # rows where a rescaled vector could have moved the argmax
   # Vector scaling does not keep it, even with positive scales: scales (1, 2) turn (1, 0.6) into (1, 1.2).
   params = C.VectorScalingParams(scale=jnp.array([1.0, 2.0]), bias=jnp.zeros(2))
   assert int(jnp.argmax(C.calibrated_probs(params, jnp.array([[1.0, 0.6]])))) == 1
@@ -111,7 +124,7 @@ def test_each_fit_is_no_worse_than_identity_by_its_criterion(fitted):
   assert ece64(cals["ts_ece"].probs(z), y) <= ece64(raw, y) + 1e-7  # T = 1 is on the grid
   # Isotonic regression: the least-squares monotone fit; the identity map is monotone, hence feasible.
   correct = (raw.argmax(1) == y).astype(float)
-  top = np.asarray(cals["isotonic"].probs(z), np.float64)[np.arange(len(y)), raw.argmax(1)]
+  top = np.asarray(cals["isotonic"].predict(z).confidence, np.float64)
   assert np.sum((correct - top) ** 2) <= np.sum((correct - raw.max(1)) ** 2)
   # TS and ATS lower the NLL clearly on this overconfident model.
   assert nll64(cals["ts"].probs(z), y) < nll_raw - 0.05
@@ -224,14 +237,9 @@ def test_histogram_binning_matches_numpy_reference(binning):
   inner, values = hist_reference(p32.max(1), (p.argmax(1) == y).astype(float), m, binning)
   np.testing.assert_allclose(top.boundaries, inner, rtol=1e-6)
   np.testing.assert_allclose(top.values, values, atol=1e-6)
-  out = np.asarray(C.calibrated_probs(top, z_new))
-  expected_top = values[np.searchsorted(inner, p_new.max(1), side="left")]
-  np.testing.assert_allclose(out[np.arange(100), p_new.argmax(1)], expected_top, atol=1e-6)
-  # The other classes share the rest in proportion to their probabilities.
-  rest = np.where(np.eye(4, dtype=bool)[p_new.argmax(1)], 0, p_new)
-  np.testing.assert_allclose(
-    np.where(rest > 0, out, 0), rest * ((1 - expected_top) / rest.sum(1))[:, None], atol=1e-5
-  )
+  out = C.calibrated_top_label(top, z_new)  # the pair: the model's prediction, the value of its bin
+  np.testing.assert_array_equal(out.prediction, p_new.argmax(1))
+  np.testing.assert_allclose(out.confidence, values[np.searchsorted(inner, p_new.max(1), side="left")], atol=1e-6)
   # One-vs-rest: (p_k, 1[y = k]) per class, renormalised.
   ovr = C.fit_histogram_binning(z, y, num_bins=m, binning=binning, variant="one_vs_rest")
   scores = np.zeros_like(p_new)
@@ -253,7 +261,7 @@ def test_isotonic_matches_sklearn():
   cal = C.fit("isotonic", z, y)
   ref = IsotonicRegression(out_of_bounds="clip").fit(p.max(1), (p.argmax(1) == y).astype(float))
   for x, px in ((z, p), (z_new, p_new)):
-    ours = np.asarray(cal.probs(x), np.float64)[np.arange(len(x)), px.argmax(1)]
+    ours = np.asarray(cal.predict(x).confidence, np.float64)
     np.testing.assert_allclose(ours, ref.predict(px.max(1)), atol=1e-6)
   # One-vs-rest, renormalised.
   ovr = C.fit("isotonic_ovr", z, y)
@@ -277,8 +285,9 @@ def test_scaling_binning_follows_kumar_et_al():
                                  g[bin_part], 6, "equal_mass")  # means of the scaled values, no labels
   np.testing.assert_allclose(params.boundaries, inner, rtol=1e-6)
   np.testing.assert_allclose(params.values, values, rtol=1e-5)
-  out = np.asarray(cal.probs(z), np.float64)
-  top = out[np.arange(600), z.argmax(1)]
+  pred = cal.predict(z)
+  np.testing.assert_array_equal(pred.prediction, z.argmax(1))
+  top = np.asarray(pred.confidence, np.float64)
   assert len(np.unique(np.round(top, 6))) <= 6
   far = np.abs(g[:, None] - inner[None, :]).min(1) > 1e-6  # rows on a boundary may round to either side
   assert far.sum() > 500
@@ -305,7 +314,8 @@ def test_where_mask_equals_the_subset():
   for method in ("ts_ece", "histogram_ovr", "isotonic"):
     masked = C.fit(method, z_nan, y, where=keep)
     sub = C.fit(method, z[keep], y[keep])
-    np.testing.assert_allclose(masked.probs(z_new), sub.probs(z_new), rtol=1e-5, atol=1e-7, err_msg=method)
+    np.testing.assert_allclose(masked.predict(z_new).confidence, sub.predict(z_new).confidence, rtol=1e-5, atol=1e-7,
+                               err_msg=method)
   # Vector scaling in float64: in float32 the flat NLL resolves the parameters to ~sqrt(eps) only.
   with jax.enable_x64(True):
     masked = C.fit("vector", z_nan.astype(np.float64), y, where=keep)
@@ -333,5 +343,8 @@ def test_bad_input_messages():
       call()
     assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
   params = C.HistogramBinningParams(boundaries=jnp.array([0.5]), values=jnp.array([0.4, 0.9]))
+  with pytest.raises(ValueError, match="^calibrated_probs: HistogramBinningParams is a top-label calibrator"):
+    C.calibrated_probs(params, z)
+  ovr = C.HistogramBinningParams(boundaries=jnp.zeros((4, 1)) + 0.5, values=jnp.ones((4, 2)) / 4, variant="one_vs_rest")
   with pytest.raises(ValueError, match="link can only be overridden"):
-    C.calibrated_probs(params, z, jax.nn.softmax)
+    C.calibrated_probs(ovr, z, jax.nn.softmax)

@@ -130,7 +130,8 @@ def compute_eval_stats(stats: EvalStats) -> dict:
   c = stats.calibration
   return {
     "num_examples": stats.num_examples,
-    "accuracy": stats.num_correct.astype(dt) / n,
+    # NaN (not a plausible number) when the probabilities were refused under jit (`checks.check_probs`).
+    "accuracy": jnp.where(jnp.isnan(stats.nll_sum), jnp.nan, stats.num_correct.astype(dt) / n),
     "nll": stats.nll_sum / n,
     "brier": stats.brier_sum / n,
     "ece": _binned.ece_from_stats(c),
@@ -148,7 +149,8 @@ def _means(probs, labels, valid, eps):
   correct, nll_i, brier_i = _per_example(probs, labels, valid, eps)
   dt = nll_i.dtype
   n = jnp.sum(valid).astype(dt)
-  return jnp.sum(correct).astype(dt) / n, jnp.sum(nll_i) / n, jnp.sum(brier_i) / n
+  nll = jnp.sum(nll_i) / n
+  return jnp.where(jnp.isnan(nll), jnp.nan, jnp.sum(correct).astype(dt) / n), nll, jnp.sum(brier_i) / n
 
 
 def _prep(fn, probs, labels, where):
