@@ -112,3 +112,25 @@ def test_mix_config_errors(tmp_path):
     train.validate(_config("train.mix=mixup", "train.mix_alpha=0.0"))
   with pytest.raises(ConfigError, match="cutmix needs images"):
     train.train_and_evaluate(_config("train.mix=cutmix"), str(tmp_path / "w"))
+
+
+def test_cutmix_probability_applies_to_that_share_of_batches():
+  """train.cutmix_prob (the CutMix authors' CIFAR recipe: 0.5): each batch is cut-mixed with that probability and
+  otherwise left as it is, with lambda = 1 so the mixed loss is the plain loss."""
+  from gence_jax.data.mixing import get_mix
+
+  x = jnp.arange(4 * 8 * 8 * 1, dtype=jnp.float32).reshape(4, 8, 8, 1)
+  fn = jax.jit(get_mix("cutmix", 1.0, 0.5))
+  applied = 0
+  for i in range(400):
+    mixed, perm, lam = fn(jax.random.PRNGKey(i), x)
+    if float(lam) == 1.0:  # not applied (or an empty box): the batch is unchanged
+      assert bool(jnp.array_equal(mixed, x))
+    applied += float(lam) < 1.0
+  # Binomial(400, 0.5): 4.5 standard deviations either side; a box can be empty (lambda = 1) only rarely.
+  assert 155 <= applied <= 245, applied
+  # Probability 1 is plain CutMix, with the same random stream.
+  key = jax.random.PRNGKey(3)
+  np.testing.assert_array_equal(get_mix("cutmix", 1.0, 1.0)(key, x)[0], cutmix(key, x, alpha=1.0)[0])
+  with pytest.raises(ValueError, match="'train.cutmix_prob'"):
+    train.validate(_config("train.mix=cutmix", "train.cutmix_prob=0.0"))

@@ -86,12 +86,33 @@ def mixed_loss(per_example: Callable[[jax.Array], jax.Array], labels: jax.Array,
   return lam * per_example(labels) + (1.0 - lam) * per_example(labels[perm])
 
 
-def get_mix(name: str, alpha: float) -> Callable | None:
-  """The mixing function for config ``train.mix`` (:data:`MIXES`), or None for "none"."""
+def with_probability(fn: Callable, prob: float) -> Callable:
+  """``fn`` applied to a batch with probability ``prob`` (one Bernoulli draw per batch from the key), the batch
+  unchanged otherwise (then lambda = 1, so the mixed loss is the plain loss). ``prob = 1`` returns ``fn`` itself
+  (the same random stream as before this option existed)."""
+  if prob >= 1.0:
+    return fn
+
+  def maybe(key, x):
+    k_apply, k_mix = jax.random.split(key)
+    mixed, perm, lam = fn(k_mix, x)
+    apply = jax.random.uniform(k_apply) < prob
+    return jnp.where(apply, mixed, x), perm, jnp.where(apply, lam, jnp.ones_like(lam))
+
+  return maybe
+
+
+def get_mix(name: str, alpha: float, cutmix_prob: float = 1.0) -> Callable | None:
+  """The mixing function for config ``train.mix`` (:data:`MIXES`), or None for "none". CutMix is applied to a batch
+  with probability ``cutmix_prob`` (the authors' CIFAR recipe: 0.5, ``--cutmix_prob`` in their code; the program's
+  default, config ``train.cutmix_prob``); mixup to every batch, as in Zhang et al.'s code."""
   if name not in MIXES:
     raise ValueError(f"unknown mix {name!r}; expected one of {list(MIXES)}")
   if name == "none":
     return None
-  fn = mixup if name == "mixup" else cutmix
   _check_alpha(name, alpha)
-  return lambda key, x: fn(key, x, alpha=alpha)
+  if name == "mixup":
+    return lambda key, x: mixup(key, x, alpha=alpha)
+  if not 0.0 < cutmix_prob <= 1.0:
+    raise ValueError(f"cutmix_prob must be in (0, 1], got {cutmix_prob!r}")
+  return with_probability(lambda key, x: cutmix(key, x, alpha=alpha), cutmix_prob)

@@ -69,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.data_workers = 0  # > 0: threads preparing training batches ahead (same batches; keeps a fast GPU fed)
   c.train.mix = "none"  # "mixup" (Zhang et al. 2018) or "cutmix" (Yun et al. 2019; images): mixed in the step
   c.train.mix_alpha = 1.0  # lambda ~ Beta(alpha, alpha)
+  c.train.cutmix_prob = 0.5  # CutMix is applied to a batch with this probability (Yun et al.'s CIFAR recipe: 0.5)
   c.train.steps_per_dispatch = 0  # steps per device dispatch (lax.scan); 0 = up to the next log/checkpoint/epoch
 
   c.calibration = ml_collections.ConfigDict()
@@ -186,6 +187,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "train.dtype", DTYPES)
   _choice(config, "train.mode", MODES)
   _choice(config, "train.mix", ("none", "mixup", "cutmix"))
+  if not 0.0 < config.train.cutmix_prob <= 1.0:
+    raise ValueError(f"config key 'train.cutmix_prob' must be in (0, 1], got {config.train.cutmix_prob!r}")
   if not config.train.mix_alpha > 0:
     raise ValueError(f"config key 'train.mix_alpha' must be > 0, got {config.train.mix_alpha!r}")
   positive = {

@@ -171,7 +171,7 @@ def setup(config, workdir: str) -> Run:
   l1 = l1_lambda(config, loss)
   if config.train.mix == "cutmix" and len(data.input_shape) != 3:
     raise ConfigError(f"config key 'train.mix': cutmix needs images [H, W, C], got inputs of shape {data.input_shape}")
-  mix = get_mix(config.train.mix, config.train.mix_alpha)
+  mix = get_mix(config.train.mix, config.train.mix_alpha, config.train.cutmix_prob)
   cache_key = (
     repr(sorted(loss.hparams.items())),
     loss.name,
