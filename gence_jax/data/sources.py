@@ -234,7 +234,7 @@ def _import_tfds():
   except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
       "TFDS datasets need tensorflow and tensorflow-datasets: pip install 'gence_jax[tfds]' "
-      "(tensorflow-cpu>=2.16, tensorflow-datasets>=4.9.6)"
+      "(tensorflow-cpu>=2.21, tensorflow-datasets>=4.9.10)"
     ) from e
   try:
     tf.config.set_visible_devices([], "GPU")
