@@ -89,37 +89,52 @@ def reliability_diagram(
   fig = Figure(figsize=(6.0, 6.5), layout="constrained")
   FigureCanvasAgg(fig)
   ax, hax = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
-  ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
   colours = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
-  totals, sparse_bins, sparse_examples = [], 0, 0
-  for i, (name, value) in enumerate(curves.items()):
-    stats = _to_stats(name, value, num_bins)
-    colour = colours[i % len(colours)]
-    count = np.asarray(stats.count, np.float64)
-    n = count.sum()
-    totals.append(n)
-    nonempty = count > 0
-    cnt = count[nonempty]
-    hits = np.asarray(stats.correct, np.float64)[nonempty]
-    conf = np.asarray(stats.conf_sum, np.float64)[nonempty] / cnt
-    acc = hits / cnt
-    sparse = cnt < min_count
-    sparse_bins += int(sparse.sum())
-    sparse_examples += int(cnt[sparse].sum())
-    ece = float(_metrics.ece_from_stats(stats))
-    ax.fill_between(conf, acc, conf, color=colour, alpha=0.15, lw=0)
-    ax.plot(
-      conf, acc, marker="o", ms=4, lw=1.5, color=colour, markevery=list(np.flatnonzero(~sparse)),
-      label=f"{name} (ECE {100 * ece:.2f}%)",
-    )
-    if sparse.any():
-      ax.scatter(conf[sparse], acc[sparse], s=16, facecolors="white", edgecolors=colour, linewidths=1.2, zorder=3)
-    if interval == "wilson":
-      low, high = _stats.wilson_interval(hits, cnt, level=level)
-      ax.vlines(conf, low, high, color=colour, lw=1.0, alpha=0.7)
-    edges = np.arange(stats.num_bins + 1) / stats.num_bins
-    frac = count / max(n, 1.0)
-    hax.stairs(np.where(frac > 0, frac, np.nan), edges, color=colour, lw=1.5)
+  _diagonal(ax)
+  drawn = [
+    _draw_reliability(ax, hax, name, _to_stats(name, value, num_bins), colours[i % len(colours)], interval, level,
+                      min_count)
+    for i, (name, value) in enumerate(curves.items())
+  ]
+  _finish_reliability(ax, hax, drawn, interval, level, min_count, title)
+  _save(fig, path, dpi)
+  return fig
+
+
+def _draw_reliability(ax, hax, name, stats, colour, interval, level, min_count, label=None):
+  """One model's curve, gap, Wilson bars and histogram on (ax, hax); returns (N, sparse bins, sparse examples)."""
+  count = np.asarray(stats.count, np.float64)
+  n = count.sum()
+  nonempty = count > 0
+  cnt = count[nonempty]
+  hits = np.asarray(stats.correct, np.float64)[nonempty]
+  conf = np.asarray(stats.conf_sum, np.float64)[nonempty] / cnt
+  acc = hits / cnt
+  sparse = cnt < min_count
+  ece = float(_metrics.ece_from_stats(stats))
+  ax.fill_between(conf, acc, conf, color=colour, alpha=0.15, lw=0)
+  ax.plot(
+    conf, acc, marker="o", ms=4, lw=1.5, color=colour, markevery=list(np.flatnonzero(~sparse)),
+    label=label or f"{name} (ECE {100 * ece:.2f}%)",
+  )
+  if sparse.any():
+    ax.scatter(conf[sparse], acc[sparse], s=16, facecolors="white", edgecolors=colour, linewidths=1.2, zorder=3)
+  if interval == "wilson":
+    low, high = _stats.wilson_interval(hits, cnt, level=level)
+    ax.vlines(conf, low, high, color=colour, lw=1.0, alpha=0.7)
+  edges = np.arange(stats.num_bins + 1) / stats.num_bins
+  frac = count / max(n, 1.0)
+  hax.stairs(np.where(frac > 0, frac, np.nan), edges, color=colour, lw=1.5)
+  return n, int(sparse.sum()), int(cnt[sparse].sum())
+
+
+def _diagonal(ax):
+  ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
+
+
+def _finish_reliability(ax, hax, drawn, interval, level, min_count, title, *, legend=True, ylabel=True):
+  totals = [d[0] for d in drawn]
+  sparse_bins, sparse_examples = sum(d[1] for d in drawn), sum(d[2] for d in drawn)
   notes = []
   if interval == "wilson":
     notes.append(f"bars: {100 * level:g}% Wilson intervals of bin accuracy")
@@ -132,19 +147,62 @@ def reliability_diagram(
     )
   ax.set_xlim(0, 1)
   ax.set_ylim(0, 1)
-  ax.set_ylabel("accuracy")
+  if ylabel:
+    ax.set_ylabel("accuracy")
   ax.grid(alpha=0.3)
-  ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+  if legend:
+    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
   if title:
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
   hax.set_yscale("log")
   hax.set_xlabel("confidence (top-label probability)")
-  hax.set_ylabel("fraction")
+  if ylabel:
+    hax.set_ylabel("fraction")
   hax.grid(alpha=0.3)
   if len(set(totals)) == 1 and totals[0] > 0:
     total = totals[0]
     counts_axis = hax.secondary_yaxis("right", functions=(lambda f: f * total, lambda c: c / total))
     counts_axis.set_ylabel("count")
+
+
+def reliability_panels(
+  curves: Mapping[str, CurveInput],
+  *,
+  num_bins: int = 15,
+  path: Optional[str] = None,
+  title: Optional[str] = None,
+  dpi: int = 120,
+  interval: Optional[str] = "wilson",
+  level: float = 0.95,
+  min_count: int = 20,
+  columns: int = 3,
+) -> Figure:
+  """Small multiples: one reliability diagram per model (panel titled with its name and ECE), same axes, so curves,
+  gaps and intervals never sit on top of each other. Inputs and conventions as :func:`reliability_diagram`; pass
+  merged :class:`CalibrationStats` to pool several seeds (and say so in ``title``)."""
+  if not curves:
+    raise ValueError("reliability_panels: `curves` must contain at least one model")
+  if interval not in ("wilson", None):
+    raise ValueError(f"reliability_panels: `interval` must be 'wilson' or None, got {interval!r}.")
+  names = list(curves)
+  cols = min(columns, len(names))
+  rows = -(-len(names) // cols)
+  fig = Figure(figsize=(3.6 * cols, 4.2 * rows + (0.4 if title else 0)), layout="constrained")
+  FigureCanvasAgg(fig)
+  grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+  colours = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
+  for i, name in enumerate(names):
+    r, c = divmod(i, cols)
+    ax = fig.add_subplot(grid[2 * r, c])
+    hax = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+    stats = _to_stats(name, curves[name], num_bins)
+    ece = float(_metrics.ece_from_stats(stats))
+    _diagonal(ax)
+    drawn = _draw_reliability(ax, hax, name, stats, colours[i % len(colours)], interval, level, min_count)
+    _finish_reliability(ax, hax, [drawn], interval, level, min_count, f"{name}\nECE {100 * ece:.2f}%, n = {int(drawn[0])}",
+                        legend=False, ylabel=c == 0)
+  if title:
+    fig.suptitle(title)
   _save(fig, path, dpi)
   return fig
 
@@ -245,16 +303,21 @@ def grouped_bars(
   *,
   ylabel: str,
   path: Optional[str] = None,
+  level: float = 0.95,
 ) -> Figure:
   """One panel per outer key (e.g. regime), one group of bars per middle key (e.g. loss), one bar per inner key
-  (e.g. raw / TS / ATS): the mean of each list of values (e.g. over seeds) with its sample std (ddof=1) as error bar.
+  (e.g. raw / TS / ATS): the mean of each list of values (e.g. over seeds) with its Student-t interval at ``level``
+  (mean -/+ t sd / sqrt(n), the interval of the summary tables) as error bar; no bar for a single value. A note on
+  the figure says what the bars are and over how many values; the legend sits outside the panels.
 
   ``values[panel][group][bar] = [v_seed0, v_seed1, ...]``. Saved to ``path`` (PNG) when given.
   """
   panels = list(values)
-  fig = Figure(figsize=(5 * len(panels), 4))
+  fig = Figure(figsize=(5 * len(panels) + 1.5, 4.4), layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  counts = set()
+  handles = None
   for ax, panel in zip(axes, panels):
     groups = list(values[panel])
     bars = list(next(iter(values[panel].values())))
@@ -262,14 +325,23 @@ def grouped_bars(
     xs = np.arange(len(groups))
     for j, bar in enumerate(bars):
       vals = [np.asarray(values[panel][g][bar], float) for g in groups]
-      std = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
+      means = [float(np.mean(v)) for v in vals]
+      half = []
+      for v, m in zip(vals, means):
+        counts.add(len(v))
+        lo, hi = _stats.t_interval(m, float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v), level)
+        half.append(0.0 if not np.isfinite(lo) else hi - m)
       offset = (j - (len(bars) - 1) / 2) * width
-      ax.bar(xs + offset, [float(np.mean(v)) for v in vals], width, yerr=std, label=bar, capsize=2)
+      ax.bar(xs + offset, means, width, yerr=half, label=bar, capsize=2)
     ax.set_xticks(xs, groups, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(panel)
-    ax.legend()
-  fig.tight_layout()
+    ax.grid(axis="y", alpha=0.3)
+    handles = ax.get_legend_handles_labels()
+  n = ", ".join(str(c) for c in sorted(counts))
+  fig.legend(*handles, loc="outside right upper", title="stage")
+  fig.text(0.995, 0.01, f"bars: mean over seeds; error bars: {100 * level:g}% Student-t interval (n = {n})",
+           ha="right", va="bottom", fontsize="small", color="0.25")
   if path is not None:
     fig.savefig(path, dpi=120)
   return fig

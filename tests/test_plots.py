@@ -115,3 +115,33 @@ def test_metric_curves_mean_and_bands(tmp_path):
     plots.metric_curves({"x": (epochs, runs[:, :3])}, "ECE")
   with pytest.raises(ValueError, match="metric_curves: `band`"):
     plots.metric_curves({"x": (epochs, runs)}, "ECE", band="iqr")
+
+
+def test_reliability_panels_one_per_model_and_labelled_ece_bars(tmp_path):
+  """Small multiples: one reliability panel (plus histogram) per model, titled with its ECE; the ECE bars of
+  `grouped_bars` are 95% t-intervals over seeds, said on the figure, and the legend sits outside the panels."""
+  from scipy import stats as sps
+
+  rng = np.random.default_rng(0)
+  curves = {}
+  for name, scale in (("a", 1.0), ("b", 3.0), ("c", 0.5), ("d", 2.0)):
+    z = rng.normal(size=(300, 4)) * scale
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    curves[name] = (p.astype(np.float32), rng.integers(0, 4, 300).astype(np.int32))
+  fig = plots.reliability_panels(curves, num_bins=10, path=str(tmp_path / "r.png"), title="pooled", columns=3)
+  assert (tmp_path / "r.png").stat().st_size > 0
+  titled = [ax for ax in fig.axes if ax.get_title()]
+  assert [ax.get_title().split("\n")[0] for ax in titled] == ["a", "b", "c", "d"]
+  for ax, name in zip(titled, curves):
+    ece = float(M.ece(*curves[name], num_bins=10))
+    assert f"ECE {100 * ece:.2f}%" in ax.get_title()
+  values = {"clean": {"ce": {"raw": [1.0, 2.0, 4.0], "ts": [1.0, 1.5, 2.0]}}}
+  fig = plots.grouped_bars(values, ylabel="ECE")
+  (ax,) = fig.axes
+  errs = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
+  seg = errs[0].lines[2][0].get_segments()[0]
+  v = np.array([1.0, 2.0, 4.0])
+  half = sps.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+  np.testing.assert_allclose(seg[1][1] - seg[0][1], 2 * half, rtol=1e-6)
+  assert any("95% Student-t interval (n = 3)" in t.get_text() for t in fig.texts)
+  assert fig.legends and ax.get_legend() is None

@@ -5,7 +5,7 @@ run (its ``results.json``) is reused only when its run identity (config and data
 `gence_jax.train.identity`) equals the cell's; a different one is refused with the keys that differ. The summary
 (`gence_jax.train.report`: statistics over seeds, paired tests against a reference loss, selection on validation)
 is written as ``summary.md`` and ``summary.json``; ``ece.png`` plots test ECE per loss and regime and
-``reliability_<regime>.png`` overlays the losses' reliability diagrams (`gence_jax.plots`).
+``reliability_<regime>.png`` draws one reliability diagram per loss, seeds pooled (`gence_jax.plots`).
 """
 
 from __future__ import annotations
@@ -173,8 +173,9 @@ def compare(
 
 
 def _plots(grid: dict, workdir: str, num_bins: int) -> None:
-  """``ece.png`` (test ECE raw / TS / ATS per loss and regime) and one overlaid reliability diagram per regime
-  (first seed, before calibration)."""
+  """``ece.png`` (test ECE raw / TS / ATS per loss and regime, mean and 95% t-interval over seeds) and one
+  reliability figure per regime: one panel per loss, the test predictions of every seed pooled, before
+  calibration."""
   from gence_jax import plots
 
   def stages(runs):
@@ -188,17 +189,27 @@ def _plots(grid: dict, workdir: str, num_bins: int) -> None:
     for regime, by_loss in grid.items()
   }
   plots.grouped_bars(ece, ylabel="test ECE (%)", path=os.path.join(workdir, "ece.png"))
+  from gence_jax import metrics
+
   for regime, by_loss in grid.items():
-    curves = {}
+    curves, seeds = {}, set()
     for spec, runs in by_loss.items():
-      path = os.path.join(runs[0]["workdir"], "predictions.npz")
-      if os.path.exists(path):
+      pooled = None
+      for run in runs:
+        path = os.path.join(run["workdir"], "predictions.npz")
+        if not os.path.exists(path):
+          continue
         with np.load(path) as f:
-          curves[spec] = (f["test_probs"], f["test_labels"])
+          stats = metrics.calibration_stats(f["test_probs"], f["test_labels"], num_bins=num_bins, classwise=False)
+        pooled = stats if pooled is None else metrics.merge(pooled, stats)
+        seeds.add(run["seed"])
+      if pooled is not None:
+        curves[spec] = pooled
     if curves:
-      plots.reliability_diagram(
+      plots.reliability_panels(
         curves,
         num_bins=num_bins,
         path=os.path.join(workdir, f"reliability_{_slug(regime)}.png"),
-        title=f"{regime}: test, seed {by_loss[next(iter(by_loss))][0]['seed']}, before calibration",
+        title=f"{regime}: test predictions before calibration, pooled over seeds {', '.join(map(str, sorted(seeds)))}"
+        " (the ECE of the pooled predictions, not the table's mean over seeds)",
       )
