@@ -132,14 +132,19 @@ def _diagonal(ax):
   ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
 
 
-def _finish_reliability(ax, hax, drawn, interval, level, min_count, title, *, legend=True, ylabel=True):
-  totals = [d[0] for d in drawn]
+def _notes(drawn, interval, level, min_count) -> list[str]:
   sparse_bins, sparse_examples = sum(d[1] for d in drawn), sum(d[2] for d in drawn)
   notes = []
   if interval == "wilson":
     notes.append(f"bars: {100 * level:g}% Wilson intervals of bin accuracy")
   if sparse_bins:
     notes.append(f"open markers: {sparse_bins} bins with < {min_count} examples ({sparse_examples} examples)")
+  return notes
+
+
+def _finish_reliability(ax, hax, drawn, interval, level, min_count, title, *, legend=True, ylabel=True, notes=True):
+  totals = [d[0] for d in drawn]
+  notes = _notes(drawn, interval, level, min_count) if notes else []
   if notes:
     ax.text(
       0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="0.25",
@@ -191,6 +196,7 @@ def reliability_panels(
   FigureCanvasAgg(fig)
   grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
   colours = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
+  all_drawn = []
   for i, name in enumerate(names):
     r, c = divmod(i, cols)
     ax = fig.add_subplot(grid[2 * r, c])
@@ -199,10 +205,15 @@ def reliability_panels(
     ece = float(_metrics.ece_from_stats(stats))
     _diagonal(ax)
     drawn = _draw_reliability(ax, hax, name, stats, colours[i % len(colours)], interval, level, min_count)
+    all_drawn.append(drawn)
     _finish_reliability(ax, hax, [drawn], interval, level, min_count, f"{name}\nECE {100 * ece:.2f}%, n = {int(drawn[0])}",
-                        legend=False, ylabel=c == 0)
+                        legend=False, ylabel=c == 0, notes=False)
+    ax.tick_params(labelbottom=False)
   if title:
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize="medium")
+  notes = _notes(all_drawn, interval, level, min_count)
+  if notes:
+    fig.supxlabel("; ".join(notes), fontsize="small", color="0.25")
   _save(fig, path, dpi)
   return fig
 

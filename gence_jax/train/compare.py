@@ -210,6 +210,6 @@ def _plots(grid: dict, workdir: str, num_bins: int) -> None:
         curves,
         num_bins=num_bins,
         path=os.path.join(workdir, f"reliability_{_slug(regime)}.png"),
-        title=f"{regime}: test predictions before calibration, pooled over seeds {', '.join(map(str, sorted(seeds)))}"
-        " (the ECE of the pooled predictions, not the table's mean over seeds)",
+        title=f"{regime}: test predictions before calibration, pooled over seeds {', '.join(map(str, sorted(seeds)))}\n"
+        "(ECE of the pooled predictions, not the table's mean over seeds)",
       )
