@@ -311,6 +311,27 @@ def check_probs(
   return probs, labels, where
 
 
+def check_pairs(
+  fn: str, confidences: ArrayLike, correct: ArrayLike, where: ArrayLike | None
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """Validates top-label pairs (confidences [N] float, correct [N] bool, where [N] bool | None); when concrete, the
+  unmasked confidences must be finite and in [0, 1]. Returns them as jnp arrays."""
+  conf = jnp.asarray(confidences)
+  if conf.ndim != 1 or not jnp.issubdtype(conf.dtype, jnp.floating):
+    raise ValueError(f"{fn}: `confidences` must be a float array of shape [N], got {conf.dtype}{conf.shape}.")
+  correct = jnp.asarray(correct)
+  if correct.dtype != jnp.bool_ or correct.shape != conf.shape:
+    raise ValueError(f"{fn}: `correct` must be a bool array of shape {conf.shape}, got {correct.dtype}{correct.shape}.")
+  where = check_mask(fn, where, conf.shape, shape_text="[N]")
+  if is_concrete(conf, where):
+    c = conf if where is None else jnp.where(where, conf, 0.5)
+    if not bool(jnp.all(jnp.isfinite(c))):
+      raise ValueError(f"{fn}: `confidences` must be finite in unmasked rows (found NaN or Inf).")
+    if bool(jnp.any((c < 0) | (c > 1))):
+      raise ValueError(f"{fn}: `confidences` must lie in [0, 1], got values in [{float(c.min()):.4g}, {float(c.max()):.4g}].")
+  return conf, correct, where
+
+
 def _poison_invalid(probs: jax.Array, labels: jax.Array, where: jax.Array | None) -> jax.Array:
   """Under a trace the values cannot be checked: ``probs`` set to NaN when any unmasked row is not a probability
   vector (non-finite, negative, not summing to 1 within `sum_tolerance`) or has a label outside [0, K), so every

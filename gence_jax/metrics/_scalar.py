@@ -212,13 +212,7 @@ def adaptive_ece_from_confidences(
   equal-mass bins are NOT mergeable from fixed-bin statistics. See :func:`adaptive_ece` for the definition.
   """
   num_bins = checks.check_num_bins("adaptive_ece_from_confidences", num_bins)
-  conf = jnp.asarray(confidences)
-  if conf.ndim != 1 or not jnp.issubdtype(conf.dtype, jnp.floating):
-    raise ValueError(f"confidences must be a float array of shape [N]; got {conf.dtype}{conf.shape}")
-  correct = jnp.asarray(correct)
-  if correct.dtype != jnp.bool_ or correct.shape != conf.shape:
-    raise ValueError(f"correct must be a bool array of shape {conf.shape}; got {correct.dtype}{correct.shape}")
-  where = checks.check_mask("adaptive_ece_from_confidences", where, conf.shape, shape_text="[N]", quote=False)
+  conf, correct, where = checks.check_pairs("adaptive_ece_from_confidences", confidences, correct, where)
   return _adaptive_core(conf, correct, _binned._valid(where, conf.shape[0]), num_bins=num_bins)
 
 

@@ -32,20 +32,8 @@ TOP_LABEL_BOOTSTRAP = ("accuracy", "ece", "mce", "adaptive_ece")
 
 
 def _check_pairs(fn, confidences, correct, where):
-  conf = jnp.asarray(confidences)
-  if conf.ndim != 1 or not jnp.issubdtype(conf.dtype, jnp.floating):
-    raise ValueError(f"{fn}: `confidences` must be a float array of shape [N], got {conf.dtype}{conf.shape}.")
-  correct = jnp.asarray(correct)
-  if correct.dtype != jnp.bool_ or correct.shape != conf.shape:
-    raise ValueError(f"{fn}: `correct` must be a bool array of shape {conf.shape}, got {correct.dtype}{correct.shape}.")
-  where = checks.check_mask(fn, where, conf.shape, shape_text="[N]")
+  conf, correct, where = checks.check_pairs(fn, confidences, correct, where)
   valid = _binned._valid(where, conf.shape[0])
-  if checks.is_concrete(conf, valid):
-    c = jnp.where(valid, conf, 0.5)
-    if not bool(jnp.all(jnp.isfinite(c))):
-      raise ValueError(f"{fn}: `confidences` must be finite in unmasked rows (found NaN or Inf).")
-    if bool(jnp.any((c < 0) | (c > 1))):
-      raise ValueError(f"{fn}: `confidences` must lie in [0, 1], got values in [{float(c.min()):.4g}, {float(c.max()):.4g}].")
   return jnp.where(valid, conf, 0), correct & valid, valid
 
 

@@ -61,6 +61,16 @@ def predict_split(executor, state, data, split: str, batch_size: int) -> tuple[n
   return predict_arrays(executor, state, x, y, data.normalizer, batch_size)
 
 
+def _bootstrap_record(intervals: dict, resamples: int, seed: int) -> dict:
+  """The JSON record of bootstrap intervals: resamples, seed, level and each metric's low / high / std."""
+  return {
+    "resamples": resamples,
+    "seed": seed,
+    "level": 0.95,
+    **{m: {k: float(v[k]) for k in ("low", "high", "std")} for m, v in intervals.items()},
+  }
+
+
 def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0, estimators: bool = True) -> dict:
   """The reported metrics (:data:`REPORTED` and :data:`ESTIMATORS`) of probabilities `probs` [N, K]; with
   ``bootstrap > 0`` also ``out["bootstrap"][metric] = {"low", "high", "std"}``: 95% percentile intervals over that
@@ -77,12 +87,7 @@ def score(probs, labels, num_bins: int, *, bootstrap: int = 0, seed: int = 0, es
   out["smooth_ece"] = float(metrics.smooth_ece(probs, labels))
   if bootstrap > 0:
     intervals = metrics.bootstrap_intervals(probs, labels, num_bins=num_bins, num_resamples=bootstrap, seed=seed)
-    out["bootstrap"] = {
-      "resamples": bootstrap,
-      "seed": seed,
-      "level": 0.95,
-      **{m: {k: float(v[k]) for k in ("low", "high", "std")} for m, v in intervals.items()},
-    }
+    out["bootstrap"] = _bootstrap_record(intervals, bootstrap, seed)
   return out
 
 
@@ -99,12 +104,7 @@ def score_top_label(pair, labels, num_bins: int, *, bootstrap: int = 0, seed: in
   out["undefined"] = list(metrics.UNDEFINED)
   if bootstrap > 0:
     intervals = metrics.bootstrap_top_label_intervals(conf, correct, num_bins=num_bins, num_resamples=bootstrap, seed=seed)
-    out["bootstrap"] = {
-      "resamples": bootstrap,
-      "seed": seed,
-      "level": 0.95,
-      **{m: {k: float(v[k]) for k in ("low", "high", "std")} for m, v in intervals.items()},
-    }
+    out["bootstrap"] = _bootstrap_record(intervals, bootstrap, seed)
   return out
 
 
