@@ -140,7 +140,7 @@ def run_cell(cell: Cell, lock: identity.WorkdirLock, *, log_to_file: bool = Fals
     except Exception as e:  # noqa: BLE001 - any failure of one cell is recorded; the other cells go on
       record = failure_record(e)
       write_json(path, record)
-      print(f"cell {cell.name} failed ({record['kind']}): {record['message']}", file=sys.stderr, flush=True)
+      print(f"cell {cell.name} failed ({record['kind']}): {record['message']}", flush=True)
       return False
   if os.path.exists(path):
     os.remove(path)

@@ -239,8 +239,8 @@ class WorkdirLock:
           pass
         os.remove(aside)
         return False
+    age = heartbeat_age(other, aside)
     os.remove(aside)
-    age = heartbeat_age(other, aside) if other else float("inf")
     why = "gone" if other.get("host") == socket.gethostname() else f"no heartbeat for {age:.0f} s"
     warnings.warn(
       f"taking over the stale lock of process {other.get('pid')} on {other.get('host')!r} ({why}) in {self.path}",
