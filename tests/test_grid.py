@@ -128,8 +128,10 @@ def test_shards_then_summarize_only_give_the_one_process_summary(reference, tmp_
   assert not os.path.exists(os.path.join(wd, "summary.json"))  # a partial process writes no summary
   trained = {k for k, d in cell_dirs(wd).items() if os.path.exists(os.path.join(d, "results.json"))}
   assert len(trained) == 2 and trained == {k for k, _ in sorted(cell_dirs(wd).items())[::2]}  # stable slice
-  table = grid.status_table(wd)
+  assert cli.main(["status", "--workdir", wd]) == 0
+  table = capsys.readouterr().out
   assert table.count("| finished | test accuracy") == 2 and table.count("| pending |") == 2
+  assert "4 cells: 2 finished, 0 running, 0 failed, 2 pending" in table
   assert cli.main(compare_argv(wd, "--summarize-only")) == 0  # at any time, listing what is missing
   partial = json.load(open(os.path.join(wd, "summary.json")))
   assert len(partial["missing"]) == 2 and "Not finished" in open(os.path.join(wd, "summary.md")).read()

@@ -242,7 +242,7 @@ def compare(
     return None
   grid, missing = out
   if not grid:
-    raise ValueError(f"--summarize-only: no finished run in {workdir!r} for this grid")
+    raise ConfigError(f"--summarize-only: no finished run in {workdir!r} for this grid")
   chosen = select_on_validation(grid, groups) if groups else {}
   summary = summarize(grid, chosen, reference=reference)
   table = markdown_table(summary, base_config.dataset.name, cols, selection=selection)
