@@ -11,8 +11,7 @@ fresh work directory (the grid is trained from scratch; the persistent XLA compi
 machine). Reported: the median wall time per ``--jobs`` value, its ratio to ``--jobs 1``, and from the runs' own
 ``results.json``: the sum and the largest of the per-cell times (``seconds``: data, set-up, compilation, training,
 evaluation). On a box with N accelerators and one job per device, the grid takes about
-``start-up + sum / N`` (no less than the largest cell), so the speed-up over one job is about
-``N x sum / (sum + N x start-up)``, where ``start-up`` (a job's process start, imports and first compilations)
+``start-up + max(sum / N, largest)``, and the speed-up over one job is the ``--jobs 1`` wall time over that, where ``start-up`` (a job's process start, imports and first compilations)
 is estimated as the ``--jobs 1`` wall time less the sum of the cells' times.
 """
 
@@ -69,9 +68,10 @@ def main() -> None:
   total = statistics.median(sum(c) for c in cells[one])
   startup = max(0.0, base - total)
   print(f"\nstart-up (--jobs {one} wall less the sum of its cells): {startup:.1f} s")
+  largest = statistics.median(max(c) for c in cells[one])
   for n in (2, 4, 8):
-    print(f"expected on {n} accelerators, one job each: ~{startup + max(total / n, max(max(c) for c in cells[one])):.0f} s"
-          f" (speed-up ~{base / (startup + total / n):.1f}x)")
+    expected = startup + max(total / n, largest)
+    print(f"expected on {n} accelerators, one job each: ~{expected:.0f} s (speed-up ~{base / expected:.1f}x)")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"walls": walls, "cell_seconds": cells, "cores": len(os.sched_getaffinity(0))}, f, indent=1)
