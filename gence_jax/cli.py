@@ -3,8 +3,9 @@
 User errors (a bad config or option, bad data, a work directory holding another run or in use, an unreadable
 checkpoint, a diverging run, a work directory that cannot be written) print one line ``gence-jax: error: ...`` and
 exit with their status (``gence_jax.train.errors.EXIT_STATUS``: 2 config, 3 data, 4 work directory identity or
-lock, 5 checkpoint, 6 divergence, 7 work directory write); ``--debug`` shows the traceback. Programming errors keep
-their traceback.
+lock, 5 checkpoint, 6 divergence, 7 work directory write, 8 failed grid cells); ``--debug`` shows the traceback.
+Programming errors keep their traceback. Ctrl-C ends a command with one line and exit status 130 (rerun the same
+command to resume).
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def _config(args):
   return config
 
 
+def _slurm_options(args) -> dict:
+  """The ``--slurm-*`` options as `gence_jax.train.launch.run_submitit` takes them."""
+  from gence_jax.train.specs import parse_assignment
+
+  extra = dict(parse_assignment(item, what="--slurm-extra") for item in args.slurm_extra)
+  return {
+    "partition": args.slurm_partition,
+    "account": args.slurm_account,
+    "gpus_per_job": args.slurm_gpus_per_job,
+    "cpus_per_job": args.slurm_cpus_per_job,
+    "mem_gb": args.slurm_mem_gb,
+    "time": args.slurm_time,
+    "array_parallelism": args.slurm_array_parallelism,
+    "folder": args.slurm_folder,
+    "setup": args.slurm_setup,
+    "extra": extra,
+  }
+
+
 def _compare(args):
   from gence_jax.train.compare import compare
   from gence_jax.train.errors import ConfigError
@@ -79,12 +99,17 @@ def _compare(args):
   regimes = ["" if r == "clean" else r for r in args.regimes]
   try:
     from gence_jax.train.compare import plan_grid
+    from gence_jax.train.grid import parse_shard
     from gence_jax.train.report import parse_columns, selection_groups
 
     parse_columns(args.columns)
     if args.select is not None:
       selection_groups(args.losses, args.select)
     plan_grid(config, args.workdir, losses=args.losses, seeds=args.seeds, regimes=regimes)
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.jobs < 1 or (args.devices_per_job is not None and args.devices_per_job < 1):
+      raise ValueError(f"--jobs and --devices-per-job must be positive, got {args.jobs} and {args.devices_per_job}")
+    launcher_options = _slurm_options(args)
   except (ValueError, TypeError, FileNotFoundError) as e:
     raise ConfigError(str(e)) from e
   compare(
@@ -99,6 +124,11 @@ def _compare(args):
     selection=args.selection,
     overwrite=args.overwrite,
     train=not args.summarize_only,
+    jobs=args.jobs,
+    devices_per_job=args.devices_per_job,
+    shard=shard,
+    launcher=args.launcher,
+    launcher_options=launcher_options,
   )
 
 
@@ -118,6 +148,16 @@ def _calibrate(args):
     if "degenerate" in summary:
       print(f"warning: {method}: {summary['degenerate']}")
   print(f"results: {args.workdir}/calibration.json, calibration.md, reliability_*.png")
+
+
+def _status(args):
+  from gence_jax.train.errors import ConfigError
+  from gence_jax.train.grid import status_table
+
+  try:
+    print(status_table(args.workdir))
+  except FileNotFoundError as e:
+    raise ConfigError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +230,50 @@ def build_parser() -> argparse.ArgumentParser:
     action="store_true",
     help="train nothing: summarise the finished runs of the grid (a grid still running or stopped part-way)",
   )
+  cmp.add_argument(
+    "--jobs",
+    type=int,
+    default=1,
+    help="cells trained at once, each in its own process with its share of the GPUs (or CPU cores); each cell's "
+    "output goes to train.log in its folder (default 1: in this process)",
+  )
+  cmp.add_argument(
+    "--devices-per-job",
+    type=int,
+    default=None,
+    help="GPUs per job (CUDA_VISIBLE_DEVICES), or CPU cores per job without GPUs (default: an equal share)",
+  )
+  cmp.add_argument(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="train only the K-th (0-based) of N disjoint, stable slices of the grid, e.g. "
+    "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the process that completes the grid writes the summary",
+  )
+  cmp.add_argument(
+    "--launcher",
+    default=None,
+    choices=["slurm", "submitit-local"],
+    help="submit the cells as one job array through submitit (pip install -e '.[cluster]'), wait, summarise; "
+    "submitit-local runs the same jobs as local processes",
+  )
+  slurm = cmp.add_argument_group("SLURM (with --launcher)")
+  slurm.add_argument("--slurm-partition", default=None)
+  slurm.add_argument("--slurm-account", default=None)
+  slurm.add_argument("--slurm-gpus-per-job", type=int, default=None)
+  slurm.add_argument("--slurm-cpus-per-job", type=int, default=None)
+  slurm.add_argument("--slurm-mem-gb", type=float, default=None)
+  slurm.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="per cell (default 60)")
+  slurm.add_argument("--slurm-array-parallelism", type=int, default=None, help="array tasks running at once")
+  slurm.add_argument(
+    "--slurm-folder", default=None, help="submitit's logs, on a file system the nodes share (default <workdir>/.grid)"
+  )
+  slurm.add_argument(
+    "--slurm-setup", action="append", default=[], metavar="COMMAND", help="a shell line run before each job"
+  )
+  slurm.add_argument(
+    "--slurm-extra", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option (qos=high)"
+  )
   cmp.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   cmp.set_defaults(func=_compare)
 
@@ -208,32 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
   cal.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
   cal.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   cal.set_defaults(func=_calibrate)
+
+  st = sub.add_parser("status", help="the state of a compare grid: one row per cell")
+  st.add_argument("--workdir", required=True, help="the grid's work directory (as given to compare)")
+  st.add_argument("--debug", action="store_true", help="show the traceback of user errors")
+  st.set_defaults(func=_status)
   return parser
 
 
 def exit_status(error: BaseException) -> int | None:
   """The exit status of a user error (see the module docstring); None for a programming error."""
-  from gence_jax.data import DataError
-  from gence_jax.train import CheckpointError, TrainingDivergedError
-  from gence_jax.train.errors import EXIT_STATUS, UserError
+  from gence_jax.train.errors import classify
 
-  if isinstance(error, UserError):
-    return error.exit_status
-  if isinstance(error, DataError):
-    return EXIT_STATUS["data"]
-  if isinstance(error, CheckpointError):
-    return EXIT_STATUS["checkpoint"]
-  if isinstance(error, TrainingDivergedError):
-    return EXIT_STATUS["divergence"]
-  if isinstance(error, OSError) and error.errno is not None:  # read-only workdir, disk full, missing file
-    return EXIT_STATUS["workdir write"]
-  return None
+  kind = classify(error)
+  return None if kind is None else kind[1]
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
   try:
     args.func(args)
+  except KeyboardInterrupt:
+    if args.debug:
+      traceback.print_exc()
+    print("gence-jax: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+    return 130
   except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
     status = exit_status(e)
     if status is None:

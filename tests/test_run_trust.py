@@ -74,32 +74,8 @@ def test_data_fingerprint_binds_the_file_content(tmp_path):
     train.train_and_evaluate(config, wd)
 
 
-def test_compare_refuses_to_mix_runs_of_another_config(tmp_path):
-  from gence_jax.train.compare import compare
-
-  wd = str(tmp_path / "grid")
-  compare(make_config(), wd, losses=["cross_entropy"], seeds=[0, 1], regimes=[""])
-  before = sorted(glob.glob(os.path.join(wd, "**", "*"), recursive=True))
-  with pytest.raises(RunIdentityError, match=r"train\.epochs: 1 -> 2"):
-    compare(make_config("train.epochs=2"), wd, losses=["cross_entropy"], seeds=[0, 1], regimes=[""])
-  assert sorted(glob.glob(os.path.join(wd, "**", "*"), recursive=True)) == before
-
-
-def test_lock_refuses_a_live_writer_and_takes_over_a_stale_one(tmp_path):
-  wd = tmp_path / "w"
-  wd.mkdir()
-  lock = wd / identity.LOCK_FILE
-  import socket
-
-  lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # a live process
-  with pytest.raises(RunLockedError, match="in use by process"):
-    train.train_and_evaluate(make_config(), str(wd))
-  gone = subprocess.Popen([sys.executable, "-c", "pass"])
-  gone.wait()
-  lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))  # a process that no longer exists
-  with pytest.warns(UserWarning, match="stale lock"):
-    train.train_and_evaluate(make_config(), str(wd))
-  assert not lock.exists()  # released at the end
+# compare refusing a grid of another config: tests/test_grid.py (shards test); the work-directory lock, this host's
+# and other hosts' leases: tests/test_grid.py::test_leases_of_this_and_other_hosts
 
 
 def _cli(capsys, *argv):
@@ -115,6 +91,7 @@ def _cli(capsys, *argv):
     (["--set", "dataset.name=/no/such/file.npz"], 2, "file not found"),
     (["--set", "dataset.regimes=symmetric:1.5"], 2, "dataset.regimes"),
     (["--set", "loss.name=mgce", "--set", "loss.hparams.beta=0.5"], 2, "beta"),
+    (["--set", "dataset.regimes=small:5000"], 3, "regime 'small:5000' cannot be applied to the train split"),
   ],
 )
 def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, status, message):

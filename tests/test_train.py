@@ -317,6 +317,7 @@ def test_huge_learning_rate_stops_with_training_diverged_error(tmp_path):
   # step 0 applies lr * grad (finite but huge); step 1's loss is then NaN/Inf
   assert err.step == 1 and err.last_checkpoint == 1
   assert "at step 1 " in str(err) and "Last good checkpoint: step 1 in" in str(err)
+  assert "new --workdir, or add --overwrite" in str(err)  # advice the program accepts (identity refuses a resume)
   assert ckpt_steps(wd) == [1]  # the last good checkpoint is on disk (its save was finished), nothing after it
   state = final_state(wd)
   assert all(np.all(np.isfinite(v)) for v in leaves(state["params"]).values())

@@ -170,7 +170,12 @@ def apply_regimes(
       if r.needs_x and r.kwargs.get("weights_seed") is None:
         r = Regime.make(r.name, **{**r.kwargs, "weights_seed": derive_seed(seed, "regime", i, "weights")})
       s = derive_seed(seed, "regime", i, sname)
-      out, rec = r.indices_or_labels(arrs["y"], num_classes, seed=s, x=arrs["x"] if r.needs_x else None)
+      try:
+        out, rec = r.indices_or_labels(arrs["y"], num_classes, seed=s, x=arrs["x"] if r.needs_x else None)
+      except _val.DataError:
+        raise
+      except ValueError as e:  # e.g. more examples per class than the split has: the data cannot take this regime
+        raise _val.DataError(f"regime {reg.spec()!r} cannot be applied to the {sname} split: {e}") from e
       if r.kind == "labels":
         arrs["y"] = out
       else:

@@ -86,6 +86,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.outputs = ml_collections.ConfigDict()
   c.outputs.reliability_plot = True  # reliability.png per run (compare draws one per regime instead)
+  c.outputs.tensorboard = True  # TensorBoard event files next to metrics.jsonl (when tensorboardX is installed)
 
   c.ood = ml_collections.ConfigDict()  # out-of-distribution detection with the selected model (gence_jax.train.ood)
   c.ood.datasets = ""  # comma-separated dataset names as for dataset.name (e.g. "tfds:svhn_cropped"); "" = none

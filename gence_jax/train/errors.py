@@ -42,6 +42,15 @@ class WorkdirError(UserError, OSError):
   exit_status = 7
 
 
+class GridError(UserError, RuntimeError):
+  """Cells of a grid failed (each recorded in its ``failed.json``); the other cells went on."""
+
+  exit_status = 8
+
+
+#: The exit status of an interrupted run (Ctrl-C; 128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
 EXIT_STATUS = {
   "config": ConfigError.exit_status,
   "data": 3,
@@ -49,4 +58,30 @@ EXIT_STATUS = {
   "checkpoint": 5,
   "divergence": 6,
   "workdir write": WorkdirError.exit_status,
+  "failed grid cells": GridError.exit_status,
 }
+
+
+def classify(error: BaseException) -> tuple[str, int] | None:
+  """``(kind, exit status)`` of a user error (a key of :data:`EXIT_STATUS`); None for a programming error."""
+  from gence_jax.data import DataError
+  from gence_jax.train.checkpoint import CheckpointError
+  from gence_jax.train.loop import TrainingDivergedError
+
+  kinds = [
+    (ConfigError, "config"),
+    (DataError, "data"),
+    ((RunIdentityError, RunLockedError), "workdir identity or lock"),
+    (CheckpointError, "checkpoint"),
+    (TrainingDivergedError, "divergence"),
+    (WorkdirError, "workdir write"),
+    (GridError, "failed grid cells"),
+  ]
+  for cls, kind in kinds:
+    if isinstance(error, cls):
+      return kind, EXIT_STATUS[kind]
+  if isinstance(error, UserError):
+    return "user", error.exit_status
+  if isinstance(error, OSError) and error.errno is not None:  # read-only workdir, disk full, missing file
+    return "workdir write", EXIT_STATUS["workdir write"]
+  return None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import sys
 import time
 from typing import Any
 
@@ -43,7 +45,7 @@ from gence_jax.train.evaluate import (
   score,
 )
 from gence_jax.train.executor import Executor, make_executor
-from gence_jax.train.optim import make_optimizer
+from gence_jax.train.optim import make_optimizer, make_schedule
 from gence_jax.train.outputs import MetricsWriter, write_run_outputs
 from gence_jax.train.selection import BestKeeper, selection_keepers
 from gence_jax.train.step import TrainState, create_state
@@ -85,11 +87,16 @@ class Run:
   ood_sets: dict
   t0: float
   train_seconds: float = 0.0
+  lock: Any = None  # the work directory's lease (`identity.WorkdirLock`): its heartbeat carries the step
+  schedule: Any = None  # the learning rate at a step (logged with the training metrics)
 
   def close(self) -> None:
-    self.ckpt.close()
-    for keeper in self.keepers.values():
-      keeper.close()
+    try:
+      self.ckpt.close()
+      for keeper in self.keepers.values():
+        keeper.close()
+    finally:
+      self.writer.close()
 
 
 # ------------------------------------------------------------------------------------------------------ set-up
@@ -183,19 +190,23 @@ def setup(config, workdir: str) -> Run:
   executor = make_executor(config.train.mode, model, loss, tx, l1=l1, mix=mix, cache_key=cache_key)
   state = _initial_state(config, model, tx, loss, data, executor, init_key)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
-  run = Run(
-    config, workdir, data, loss, model, executor, l1, steps_per_epoch, total_steps, 0, state, step_key, ckpt,
-    selection_keepers(workdir, data), MetricsWriter(workdir), ood_sets, t0,
-  )
-  restored, run.start_step = ckpt.restore_latest(state)
-  if restored is not None:
-    run.state = restored
-  if run.start_step > total_steps:
-    run.close()
+  restored, start_step = ckpt.restore_latest(state)
+  if start_step > total_steps:
+    ckpt.close()
     raise RunIdentityError(
-      f"the checkpoint in {ckpt.directory} is at step {run.start_step}, beyond this config's "
+      f"the checkpoint in {ckpt.directory} is at step {start_step}, beyond this config's "
       f"{total_steps} steps: use a new work directory"
     )
+  writer = MetricsWriter(workdir, tensorboard=config.outputs.tensorboard, resume_step=start_step)
+  run = Run(
+    config, workdir, data, loss, model, executor, l1, steps_per_epoch, total_steps, start_step, state, step_key,
+    ckpt, selection_keepers(workdir, data), writer, ood_sets, t0,
+  )
+  run.schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
+  if restored is not None:
+    run.state = restored
+  if start_step and jax.process_index() == 0:
+    print(f"resuming from step {start_step} of {total_steps} (checkpoint in {ckpt.directory})", flush=True)
   run.state, run.step_key = executor.place_state(run.state), executor.place_key(step_key)
   return run
 
@@ -230,6 +241,26 @@ def _stack(batches: list[dict]) -> dict:
   return {name: np.stack([b[name] for b in batches]) for name in ("x", "label", "mask")}
 
 
+class PlainProgress:
+  """Progress as plain lines (for log files, where a bar's carriage returns pile up): one at every tenth of the
+  steps, at most one a second, at least one a minute."""
+
+  def __init__(self, total: int, start: int, desc: str):
+    self.total, self.desc, self.t0, self.start = total, desc, time.time(), start
+    self.last_tenth, self.last_time = start * 10 // max(total, 1), self.t0
+
+  def update(self, step: int, metrics: dict | None) -> None:
+    now, tenth = time.time(), step * 10 // max(self.total, 1)
+    due = (tenth > self.last_tenth and now - self.last_time >= 1.0) or now - self.last_time >= 60 or step == self.total
+    if not due:
+      return
+    self.last_tenth, self.last_time = tenth, now
+    rate = (step - self.start) / max(now - self.t0, 1e-9)
+    fields = f" loss {metrics['loss']:.4f} acc {metrics['accuracy']:.3f}" if metrics else ""
+    print(f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%){fields}, {rate:.1f} steps/s",
+          flush=True)
+
+
 def _check_finite(run: Run, pending: list, last_good: int | None) -> list[tuple[int, dict]]:
   """Raises `TrainingDivergedError` naming the first non-finite step of the `pending` chunks; returns
   ``(step, metrics)`` of every step in them (step = the number of steps done after it), on the host."""
@@ -243,7 +274,8 @@ def _check_finite(run: Run, pending: list, last_good: int | None) -> list[tuple[
       raise TrainingDivergedError(
         f"training diverged: non-finite loss or gradient at step {start + i} (loss={float(metrics['loss'][i])}, "
         f"grad_norm={float(metrics['grad_norm'][i])}); that update was not applied. Last good checkpoint: {where} "
-        f"in {run.ckpt.directory}.",
+        f"in {run.ckpt.directory}. To try other settings (e.g. a lower optimizer.learning_rate), rerun in a new "
+        "--workdir, or add --overwrite to move this run aside.",
         step=start + i,
         last_checkpoint=last_good,
       )
@@ -306,8 +338,11 @@ def train_steps(run: Run) -> TrainState:
     num_workers=cfg.data_workers,
   )
   desc = f"{run.loss.name}/{run.config.model.name}"
+  show = cfg.progress and jax.process_index() == 0
   bar = tqdm(total=run.total_steps, initial=run.start_step, desc=desc, dynamic_ncols=True,
-             disable=not cfg.progress or jax.process_index() != 0)
+             disable=not show or not sys.stderr.isatty())
+  plain = PlainProgress(run.total_steps, run.start_step, desc) if show and not sys.stderr.isatty() else None
+  m = None
   last_good = run.ckpt.all_steps()[-1] if run.ckpt.all_steps() else None
   pending, step = [], run.start_step
   while step < run.total_steps:
@@ -321,10 +356,15 @@ def train_steps(run: Run) -> TrainState:
       # before every save: a checkpoint never holds a diverged state
       for done, m in _check_finite(run, pending, last_good):
         if done % cfg.log_every_steps == 0 or (done == step and due_ckpt):
-          run.writer.write({"event": "train", "step": done, "epoch": done / spe, **m})
+          lr = float(run.schedule(done - 1))  # the rate of the update that ended at `done`
+          run.writer.write({"event": "train", "step": done, "epoch": done / spe, **m, "learning_rate": lr})
       bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}")
       pending = []
     bar.update(n)
+    if plain is not None:
+      plain.update(step, m)
+    if run.lock is not None:
+      run.lock.step, run.lock.total = step, run.total_steps
     if epoch_end and run.loss.stateful:
       state = _end_of_epoch(run, state, step)
     if epoch_end and ((step // spe) % cfg.eval_every_epochs == 0 or step == run.total_steps):
@@ -419,29 +459,34 @@ def _evaluate_ood(run: Run, state, test_logits) -> tuple[dict, dict]:
 
 
 # ------------------------------------------------------------------------------------------------------ program
-def train_and_evaluate(config, workdir: str, *, overwrite: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False, lock: identity.WorkdirLock | None = None) -> dict:
   """Runs the configured experiment in `workdir` (resuming if it has checkpoints) and returns the results.
 
   Raises ValueError/TypeError naming the config key for a bad config (before anything is trained),
   `RunIdentityError` when `workdir` holds a run of another config or data (``overwrite=True`` moves it aside),
   `RunLockedError` when another process writes `workdir`, `CheckpointError` when checkpoints exist but none is
-  readable, and `TrainingDivergedError` when the loss or a gradient becomes NaN/Inf.
+  readable, and `TrainingDivergedError` when the loss or a gradient becomes NaN/Inf. ``lock``: the work directory's
+  lock, already held by the caller (a grid claims a cell by its lock before it checks the cell's identity).
   """
   validate(config)
   distributed.initialize(config.distributed)
   check_devices(config)
-  ident = identity.check_workdir(config, workdir, overwrite=overwrite)
+  ident = identity.check_workdir(config, workdir, overwrite=overwrite and lock is None)
   os.makedirs(workdir, exist_ok=True)
-  lock = identity.WorkdirLock(workdir).acquire()
+  own = lock is None
+  if own:
+    lock = identity.WorkdirLock(workdir).acquire()
   try:
-    results = _run(config, workdir, ident)
+    results = _run(config, workdir, ident, lock)
   finally:
-    lock.release()
+    if own:
+      lock.release()
   return results
 
 
-def _run(config, workdir: str, ident: dict) -> dict:
+def _run(config, workdir: str, ident: dict, lock=None) -> dict:
   run = setup(config, workdir)
+  run.lock = lock
   try:
     identity.write_identity(workdir, ident)  # once set-up succeeded: a run that failed to start binds nothing  # on any exit, finish the checkpoint saves in flight: the last good checkpoint is then on disk
     run.writer.write(
@@ -449,6 +494,8 @@ def _run(config, workdir: str, ident: dict) -> dict:
         "event": "start",
         "step": run.start_step,
         "total_steps": run.total_steps,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "devices": jax.device_count(),
         "processes": jax.process_count(),
         "config": config.to_dict(),
