@@ -122,9 +122,9 @@ def build_model(config, num_classes: int, input_shape=None, *, key=None, bn_axis
       name, num_classes, input_shape if input_shape is not None else (1,), key=key, kwargs=dict(config.model.kwargs),
       dtype=dtype, bn_axis_name=bn_axis_name,
     )
-  except ValueError as e:
+  except (TypeError, ValueError) as e:
     if not user:
-      raise ConfigError(f"config key 'model.kwargs': cannot build {name!r}: {e}") from e
+      raise ConfigError(f"config key 'model.kwargs': cannot build {name!r}: {type(e).__name__}: {e}") from e
     raise ConfigError(f"config key 'model.name': {e}") from e
   if user and bn_axis_name is not None and not models.has_global_batch_norm(getattr(adapter, "module", None)):
     warnings.warn(
