@@ -68,6 +68,12 @@ def linen_factory(num_classes, width=32, **kwargs):
   return LinenNet(num_classes, width)
 
 
+def linen_cnn(num_classes, input_shape, features=(32, 64), hidden=128):
+  from gence_jax.models import CNN
+
+  return CNN(num_classes, features=features, hidden=hidden)
+
+
 class NNXNet(nnx.Module):
   def __init__(self, num_classes, input_shape, *, hidden, dropout_rate, rngs):
     self.layers = nnx.List([nnx.Linear(math.prod(input_shape), hidden, rngs=rngs), nnx.Linear(hidden, num_classes, rngs=rngs)])
@@ -128,10 +134,8 @@ def test_nnx_builtin_parameter_counts(name):
 
 
 TINY = [
-  ("mlp", {"hidden": (16, 8)}, (6,)),
-  ("mlp", {"hidden": (5,), "initializer": "torch_default"}, (4, 4)),
-  ("cnn", {"features": (4, 6), "hidden": 8}, (9, 7, 1)),
-  ("cnn", {"features": (3,), "hidden": 0}, (8, 8)),
+  ("mlp", {"hidden": (7, 5), "initializer": "torch_default"}, (4, 4)),
+  ("cnn", {"features": (4, 6), "hidden": 8}, (9, 7, 1)),  # odd sizes: SAME pooling rounds up
   ("resnet18", {"width": 4, "stage_sizes": (1, 1)}, (8, 8, 3)),  # projection and identity shortcuts
   ("resnet50", {"width": 2, "stem": "imagenet", "stage_sizes": (1, 1)}, (16, 16, 3)),
   ("wide_resnet", {"depth": 10, "widen_factor": 1}, (8, 8, 3)),
@@ -153,16 +157,13 @@ def test_nnx_builtins_match_linen(name, kwargs, shape):
   params, stats = adapter.init()
   x = jax.random.normal(jax.random.PRNGKey(2), (3, *shape))
 
-  @jax.jit
-  def nnx_forward(params, stats):
-    return adapter.apply(params, stats, x, train=False)[0], *adapter.apply(params, stats, x, train=True)
-
-  @jax.jit
-  def linen_forward(variables):
+  @jax.jit  # one compilation for both models
+  def forward(params, stats, variables):
+    got = adapter.apply(params, stats, x, train=False)[0], *adapter.apply(params, stats, x, train=True)
     out, updates = linen.apply(variables, x, train=True, mutable=["batch_stats"])
-    return linen.apply(variables, x, train=False), out, updates.get("batch_stats", {})
+    return got, (linen.apply(variables, x, train=False), out, updates.get("batch_stats", {}))
 
-  got, want = nnx_forward(params, stats), linen_forward(variables)
+  got, want = forward(params, stats, variables)
   np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)  # eval
   np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)  # train
   assert bool(got[2]) == (name != "mlp")
@@ -218,23 +219,25 @@ def test_nnx_adapter_state_and_dropout_keys():
   assert set(params) == {"bn", "layers"} and set(params["layers"]) == {"0", "1"}  # list indices as strings
   assert set(stats) == {"bn"} and set(stats["bn"]) == {"mean", "var"}  # RNG streams are not state
   x = jax.random.normal(jax.random.PRNGKey(3), (6, 4))
-  train = jax.jit(lambda p, s, k: adapter.apply(p, s, x, train=True, key=k))
-  a, new_stats = train(params, stats, jax.random.PRNGKey(1))
-  b, _ = train(params, stats, jax.random.PRNGKey(1))
-  c, _ = train(params, stats, jax.random.PRNGKey(2))
+
+  @jax.jit
+  def run(params, stats, key):
+    logits, new_stats = adapter.apply(params, stats, x, train=True, key=key)
+    model = nnx.merge(adapter._graph_train, adapter._params.from_dict(params), adapter._fresh_rngs(key),
+                      adapter._rest.from_dict(stats))
+    ones = jnp.ones((4, 32))
+    return logits, new_stats, adapter.apply(params, stats, x, train=False)[0], (model.drop1(ones), model.drop2(ones))
+
+  a, new_stats, eval_a, masks = run(params, stats, jax.random.PRNGKey(1))
+  b, _, eval_b, _ = run(params, stats, jax.random.PRNGKey(1))
+  c, _, eval_c, _ = run(params, stats, jax.random.PRNGKey(2))
   np.testing.assert_array_equal(a, b)  # a function of the key only
   assert not np.allclose(a, c)
-  batch = np.asarray(adapter.apply(params, stats, x, train=False)[0])
-  for _ in range(2):  # eval: running averages, no dropout, nothing carried over from earlier calls
-    np.testing.assert_array_equal(adapter.apply(params, stats, x, train=False)[0], batch)
+  np.testing.assert_array_equal(eval_a, eval_c)  # eval: running averages, no dropout
+  assert not np.array_equal(*masks)  # the two dropout layers draw different masks from one step key
   # BatchNorm's update by hand: momentum 0.99 (nnx default) towards the batch mean of the first layer's output
   h = x @ params["layers"]["0"]["kernel"] + params["layers"]["0"]["bias"]
   np.testing.assert_allclose(new_stats["bn"]["mean"], 0.01 * np.mean(h, axis=0), rtol=1e-5, atol=1e-7)
-  # the two dropout layers draw different masks from the same step key
-  model = nnx.merge(adapter._graph_train, adapter._params.from_dict(params), adapter._fresh_rngs(jax.random.PRNGKey(1)),
-                    adapter._rest.from_dict(stats))
-  ones = jnp.ones((4, 32))
-  assert not np.array_equal(model.drop1(ones), model.drop2(ones))
 
 
 def test_adapters_compare_by_architecture():
@@ -326,72 +329,76 @@ def test_help_shows_the_defaults(capsys):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# a user's Linen factory through the CLI
-# --------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_user_linen_factory_trains_through_the_cli(user_file, tmp_path, capsys):
-  wd = tmp_path / "linen"
-  sets = [*FAST, "train.epochs=2", f"model.name={user_file}:linen_factory", "model.kwargs.width=24",
-          "optimizer.learning_rate=0.01", "train.steps_per_dispatch=1"]  # one compiled step
-  args = ["train", "--workdir", str(wd)] + [a for s in sets for a in ("--set", s)]
-  assert cli.main(args) == 0, capsys.readouterr().err
-  results = json.load(open(wd / "results.json"))
-  assert results["steps"] == 2 * load_dataset("digits", seed=0).steps_per_epoch(64)
-  assert results["test"]["raw"]["accuracy"] > 0.8
-  state = final_state(str(wd))
-  assert leaves(state["params"])["['Dense_0']['kernel']"].shape == (64, 24)
-  ident = json.load(open(wd / "run.json"))
-  digest = hashlib.sha256(open(user_file, "rb").read()).hexdigest()
-  assert ident["model"] == {"reference": f"{user_file}:linen_factory", "file": user_file, "sha256": digest}
-  # the same reference with another file content is another run: refused before anything loads
-  edited = tmp_path / "user_models.py"
-  edited.write_text(open(user_file).read() + "\n# edited\n")
-  os.replace(edited, user_file)
-  try:
-    assert cli.main(args) == 4
-    assert "model.sha256" in capsys.readouterr().err
-  finally:
-    open(user_file, "w").write(USER_MODELS)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# NNX in the program: == Linen, pmap == jit, kill -9
+# through the CLI: a user's Linen factory; NNX == Linen; NNX pmap == jit; an edited model file
 # --------------------------------------------------------------------------------------------------------------
 
 CNN_KWARGS = "model.kwargs={'features': (4,), 'hidden': 16}"
-COMMON = ["optimizer.name=sgd", "optimizer.learning_rate=0.1", "loss.name=gence", "dataset.as_images=True", CNN_KWARGS]
+COMMON = [*FAST, "train.epochs=2", "optimizer.name=sgd", "optimizer.learning_rate=0.1", "loss.name=gence",
+          "dataset.as_images=True", CNN_KWARGS]
+
+
+def _cli_train(workdir, sets):
+  args = ["train", "--workdir", str(workdir)] + [a for s in sets for a in ("--set", s)]
+  assert cli.main(args) == 0
 
 
 @pytest.fixture(scope="module")
-def nnx_runs(user_file, tmp_path_factory):
-  """Final states of: the Linen CNN (jit), the NNX CNN holding the Linen CNN's initial weights (jit and pmap)."""
-  tmp = tmp_path_factory.mktemp("nnx_runs")
-  ref = f"model.name={user_file}:nnx_cnn_with_linen_init"
-  runs = {"linen_jit": ["model.name=cnn"], "nnx_jit": [ref], "nnx_pmap": [ref, "train.mode=pmap"]}
-  out = {}
+def cli_runs(user_file, tmp_path_factory):
+  """2 epochs each through the CLI (this process, 8 devices): a user's Linen factory (gence_jax's CNN), and the NNX
+  CNN holding the Linen CNN's initial weights under jit and under pmap. Returns their work directories."""
+  tmp = tmp_path_factory.mktemp("cli_runs")
+  nnx_ref = f"model.name={user_file}:nnx_cnn_with_linen_init"
+  runs = {"linen": [f"model.name={user_file}:linen_cnn"], "nnx_jit": [nnx_ref], "nnx_pmap": [nnx_ref, "train.mode=pmap"]}
   for name, extra in runs.items():
-    result = train.train_and_evaluate(make_config(*COMMON, *extra), str(tmp / name))
-    assert result["devices"] == 8
-    out[name] = final_state(str(tmp / name))
-  return out
+    _cli_train(tmp / name, [*COMMON, *extra])
+  return {name: tmp / name for name in runs}
 
 
 @pytest.mark.slow
-def test_nnx_model_trains_as_the_linen_model(nnx_runs):
-  a, b = nnx_runs["nnx_jit"], nnx_runs["linen_jit"]
+def test_user_linen_factory_trains_through_the_cli(cli_runs, user_file):
+  wd = cli_runs["linen"]
+  results = json.load(open(wd / "results.json"))
+  assert results["steps"] == 2 * load_dataset("digits", seed=0).steps_per_epoch(64) and results["devices"] == 8
+  assert results["test"]["raw"]["accuracy"] > 0.8
+  assert leaves(final_state(str(wd))["params"])["['conv1']['kernel']"].shape == (3, 3, 1, 4)
+  digest = hashlib.sha256(open(user_file, "rb").read()).hexdigest()
+  ident = json.load(open(wd / "run.json"))
+  assert ident["model"] == {"reference": f"{user_file}:linen_cnn", "file": user_file, "sha256": digest}
+
+
+@pytest.mark.slow
+def test_nnx_model_trains_as_the_linen_model(cli_runs):
+  a, b = final_state(str(cli_runs["nnx_jit"])), final_state(str(cli_runs["linen"]))
   assert int(a["step"]) == int(b["step"]) > 0
   for part in ("params", "batch_stats", "opt_state"):
     assert_trees_close(a[part], b[part], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_nnx_pmap_matches_jit(nnx_runs):
-  a, b = nnx_runs["nnx_pmap"], nnx_runs["nnx_jit"]
+def test_nnx_pmap_matches_jit(cli_runs):
+  a, b = final_state(str(cli_runs["nnx_pmap"])), final_state(str(cli_runs["nnx_jit"]))
   assert leaves(a["batch_stats"])
   for part in ("params", "batch_stats", "opt_state"):
     assert_trees_close(a[part], b[part])
+  pmap, jit = (json.load(open(cli_runs[n] / "results.json"))["test"]["raw"]["accuracy"] for n in ("nnx_pmap", "nnx_jit"))
+  assert pmap == pytest.approx(jit, abs=0.01)
+
+
+def test_an_edited_model_file_is_another_run(tmp_path, capsys):
+  path = tmp_path / "model.py"
+  path.write_text(USER_MODELS)
+  sets = [*FAST, f"model.name={path}:linen_factory"]
+  config = make_config(f"model.name={path}:linen_factory")
+  train.validate(config)
+  from gence_jax.train import identity
+
+  wd = tmp_path / "run"
+  wd.mkdir()
+  identity.write_identity(str(wd), identity.run_identity(config))  # as a run of this file left it
+  path.write_text(USER_MODELS + "\n# edited\n")
+  args = ["train", "--workdir", str(wd)] + [a for s in sets for a in ("--set", s)]
+  assert cli.main(args) == 4  # refused before anything loads
+  assert "model.sha256" in capsys.readouterr().err
 
 
 RESUME_NNX = [
@@ -440,12 +447,8 @@ def test_user_nnx_factory_trains_and_resumes_bit_exact_after_sigkill(user_file, 
   total = 2 * load_dataset("digits", seed=0).steps_per_epoch(64)
   assert not (run_dir / "results.json").exists() and max(killed_at) < total, (killed_at, "killed too late")
 
-  def cli_run(wd):  # in this process (8 devices, as the killed one)
-    args = ["train", "--workdir", str(wd)] + [a for s in sets for a in ("--set", s)]
-    assert cli.main(args) == 0
-
-  cli_run(ref_dir)
-  cli_run(run_dir)
+  _cli_train(ref_dir, sets)  # in this process (8 devices, as the killed one)
+  _cli_train(run_dir, sets)
   resumed, uninterrupted = (json.load(open(d / "results.json")) for d in (run_dir, ref_dir))
   assert resumed["steps"] == uninterrupted["steps"] == total
   assert 8 <= resumed["resumed_from_step"] < total and uninterrupted["resumed_from_step"] == 0
