@@ -240,6 +240,20 @@ def test_nnx_adapter_state_and_dropout_keys():
   np.testing.assert_allclose(new_stats["bn"]["mean"], 0.01 * np.mean(h, axis=0), rtol=1e-5, atol=1e-7)
 
 
+def test_module_reference_and_nnx_prefix_build_the_same_model():
+  kwargs = {"features": (3,), "hidden": 8}
+  key = jax.random.PRNGKey(4)
+  by_name = models.build_model("nnx:cnn", 10, (8, 8, 1), key=key, kwargs=kwargs)
+  by_ref = models.build_model("gence_jax.models.nnx_models:cnn", 10, (8, 8, 1), key=key, kwargs=kwargs)
+  assert isinstance(by_ref, models.NNXAdapter) and by_ref == by_name
+  assert_trees_equal(by_ref.init(), by_name.init())
+  step_copy = by_ref.computation()
+  assert step_copy == by_ref and step_copy._initial is None  # what a cached compiled step keeps
+  ident = train.identity.model_fingerprint("gence_jax.models.nnx_models:cnn")
+  assert ident["file"] == nnx_models.__file__
+  assert ident["sha256"] == hashlib.sha256(open(nnx_models.__file__, "rb").read()).hexdigest()
+
+
 def test_adapters_compare_by_architecture():
   a, b = models.as_adapter(_Net(nnx.Rngs(0))), models.as_adapter(_Net(nnx.Rngs(1)))
   assert a == b and hash(a) == hash(b)  # different weights, one computation: compiled steps are shared

@@ -103,6 +103,10 @@ class LinenAdapter:
       return logits.astype(jnp.float32), updates["batch_stats"]
     return self.module.apply(variables, x, train=train, rngs=rngs).astype(jnp.float32), batch_stats
 
+  def computation(self) -> "LinenAdapter":
+    """What a compiled step needs (the module itself)."""
+    return self
+
   def __eq__(self, other):
     return isinstance(other, LinenAdapter) and self.module == other.module
 
@@ -198,7 +202,17 @@ class NNXAdapter:
   def init(self, key=None, sample=None):
     """The module's own initial params and batch statistics (set by its constructor; `key` and `sample` unused)."""
     del key, sample
+    if self._initial is None:
+      raise ValueError("this NNX adapter holds no initial state (a computation() copy): use the original adapter")
     return self._initial
+
+  def computation(self) -> "NNXAdapter":
+    """A copy without the initial arrays (graph and layouts only): what a compiled step, and the executor cache
+    holding it, keeps."""
+    copy = object.__new__(NNXAdapter)
+    copy.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_initial"})
+    copy._initial = None
+    return copy
 
   def _fresh_rngs(self, key):
     """Every RNG stream reseeded from `key`: stream i's key is ``fold_in(key, i)``, its count 0."""

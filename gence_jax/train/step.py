@@ -84,7 +84,7 @@ def make_train_step(
   key folded from the step's key, and the loss becomes lambda l(z, y) + (1 - lambda) l(z, y[perm]) (under pmap
   each device mixes its own rows)."""
 
-  adapter = as_adapter(model)
+  adapter = as_adapter(model).computation()  # no initial arrays kept alive by the compiled step
 
   def psum(x):
     return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -144,7 +144,7 @@ def make_multi_step(train_step: Callable) -> Callable:
 
 def make_predict(model) -> Callable:
   """``predict(state, x) -> float32 logits`` in eval mode (BatchNorm running averages)."""
-  adapter = as_adapter(model)
+  adapter = as_adapter(model).computation()
 
   def predict(state: TrainState, x):
     return adapter.apply(state.params, state.batch_stats, x, train=False)[0]
