@@ -449,7 +449,8 @@ def main(argv=None):
       "|---|---|---|---|",
     ]
     for linen_name, row in results["nnx_vs_linen"].items():
-      lines.append(f"| {linen_name} | {row['linen_ms_per_step']:.3f} | {row['nnx_ms_per_step']:.3f} | {row['ratio']:.2f} |")
+      linen_ms, nnx_ms = row["linen_ms_per_step"], row["nnx_ms_per_step"]
+      lines.append(f"| {linen_name} | {linen_ms:.3f} | {nnx_ms:.3f} | {row['ratio']:.2f} |")
   if "whole_run" in results:
     w = results["whole_run"]
     f, c, mn = w["program_fresh_executor"], w["program_cached_executor"], w["minimal"]

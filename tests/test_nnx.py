@@ -76,7 +76,8 @@ def linen_cnn(num_classes, input_shape, features=(32, 64), hidden=128):
 
 class NNXNet(nnx.Module):
   def __init__(self, num_classes, input_shape, *, hidden, dropout_rate, rngs):
-    self.layers = nnx.List([nnx.Linear(math.prod(input_shape), hidden, rngs=rngs), nnx.Linear(hidden, num_classes, rngs=rngs)])
+    layers = [nnx.Linear(math.prod(input_shape), hidden, rngs=rngs), nnx.Linear(hidden, num_classes, rngs=rngs)]
+    self.layers = nnx.List(layers)
     self.bn = nnx.BatchNorm(hidden, momentum=0.9, rngs=rngs)
     self.drop = nnx.Dropout(dropout_rate, rngs=rngs)
 
@@ -223,8 +224,9 @@ def test_nnx_adapter_state_and_dropout_keys():
   @jax.jit
   def run(params, stats, key):
     logits, new_stats = adapter.apply(params, stats, x, train=True, key=key)
-    model = nnx.merge(adapter._graph_train, adapter._params.from_dict(params), adapter._fresh_rngs(key),
-                      adapter._rest.from_dict(stats))
+    model = nnx.merge(
+      adapter._graph_train, adapter._params.from_dict(params), adapter._fresh_rngs(key), adapter._rest.from_dict(stats)
+    )
     ones = jnp.ones((4, 32))
     return logits, new_stats, adapter.apply(params, stats, x, train=False)[0], (model.drop1(ones), model.drop2(ones))
 
@@ -347,8 +349,15 @@ def test_help_shows_the_defaults(capsys):
 # --------------------------------------------------------------------------------------------------------------
 
 CNN_KWARGS = "model.kwargs={'features': (4,), 'hidden': 16}"
-COMMON = [*FAST, "train.epochs=2", "optimizer.name=sgd", "optimizer.learning_rate=0.1", "loss.name=gence",
-          "dataset.as_images=True", CNN_KWARGS]
+COMMON = [
+  *FAST,
+  "train.epochs=2",
+  "optimizer.name=sgd",
+  "optimizer.learning_rate=0.1",
+  "loss.name=gence",
+  "dataset.as_images=True",
+  CNN_KWARGS,
+]
 
 
 def _cli_train(workdir, sets):
@@ -452,8 +461,9 @@ def test_user_nnx_factory_trains_and_resumes_bit_exact_after_sigkill(user_file, 
   sets = [*RESUME_NNX, f"model.name={user_file}:nnx_factory"]
   run_dir, ref_dir = tmp_path / "killed", tmp_path / "reference"
   with open(tmp_path / "killed.log", "w") as log:
-    victim = subprocess.Popen(cli_command(run_dir, sets), env=subprocess_env(8), cwd=REPO, stdout=log,
-                              stderr=subprocess.STDOUT)
+    victim = subprocess.Popen(
+      cli_command(run_dir, sets), env=subprocess_env(8), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
       deadline = time.time() + TIMEOUT
       while not any(s >= 8 for s in ckpt_steps(run_dir)):

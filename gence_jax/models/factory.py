@@ -190,7 +190,9 @@ def probe_factory(factory: Callable, ref: str, *, num_classes: int, input_shape:
   jax.eval_shape(build)
   if out and not out["ok"]:
     t = out["type"]
-    raise ValueError(f"factory {ref!r} returned a {t.__module__}.{t.__name__}, expected a flax.linen.Module or a flax.nnx.Module")
+    raise ValueError(
+      f"factory {ref!r} returned a {t.__module__}.{t.__name__}, expected a flax.linen.Module or a flax.nnx.Module"
+    )
 
 
 def _probe_args(factory, num_classes, input_shape, rngs) -> dict:

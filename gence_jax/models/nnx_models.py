@@ -22,7 +22,6 @@ import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.linen import max_pool
@@ -149,8 +148,15 @@ class CNN(nnx.Module):
     height, width, channels = int(input_shape[0]), int(input_shape[1]), _channels(input_shape)
     for i, out in enumerate(features):
       conv = nnx.Conv(
-        channels, out, (3, 3), padding="SAME", use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-        kernel_init=conv_kernel_init, rngs=rngs,
+        channels,
+        out,
+        (3, 3),
+        padding="SAME",
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=conv_kernel_init,
+        rngs=rngs,
       )
       setattr(self, f"conv{i + 1}", conv)
       setattr(self, f"bn{i + 1}", _batch_norm(out, dtype=dtype, axis_name=bn_axis_name, rngs=rngs))
@@ -253,18 +259,28 @@ class ResNet(nnx.Module):
     if stem not in ("cifar", "imagenet"):
       raise ValueError(f"Unknown ResNet stem {stem!r}; expected 'cifar' or 'imagenet'.")
     self.dtype, self.stem = dtype, stem
-    self.stem_conv = _conv(_channels(input_shape), width, 3 if stem == "cifar" else 7, 1 if stem == "cifar" else 2,
-                           dtype=dtype, rngs=rngs)
+    self.stem_conv = _conv(
+      _channels(input_shape), width, 3 if stem == "cifar" else 7, 1 if stem == "cifar" else 2, dtype=dtype, rngs=rngs
+    )
     self.stem_bn = _batch_norm(width, dtype=dtype, axis_name=bn_axis_name, rngs=rngs)
     block_cls, channels, names = BLOCKS[block], width, []
     for stage, num_blocks in enumerate(stage_sizes):
       for i in range(num_blocks):
         features = width * 2**stage
         name = f"stage{stage + 1}_block{i + 1}"
-        setattr(self, name, block_cls(
-          channels, features, 2 if stage > 0 and i == 0 else 1, dtype=dtype, bn_axis_name=bn_axis_name,
-          zero_init_residual=zero_init_residual, rngs=rngs,
-        ))
+        setattr(
+          self,
+          name,
+          block_cls(
+            channels,
+            features,
+            2 if stage > 0 and i == 0 else 1,
+            dtype=dtype,
+            bn_axis_name=bn_axis_name,
+            zero_init_residual=zero_init_residual,
+            rngs=rngs,
+          ),
+        )
         channels = features * block_cls.expansion
         names.append(name)
     self.block_names = tuple(names)
@@ -330,10 +346,19 @@ class WideResNet(nnx.Module):
     for group, stride in enumerate((1, 2, 2)):
       for i in range(n):
         features, name = 16 * 2**group * widen_factor, f"group{group + 1}_block{i + 1}"
-        setattr(self, name, WideBasicBlock(
-          channels, features, stride if i == 0 else 1, dropout_rate, dtype=dtype, bn_axis_name=bn_axis_name,
-          rngs=rngs,
-        ))
+        setattr(
+          self,
+          name,
+          WideBasicBlock(
+            channels,
+            features,
+            stride if i == 0 else 1,
+            dropout_rate,
+            dtype=dtype,
+            bn_axis_name=bn_axis_name,
+            rngs=rngs,
+          ),
+        )
         channels = features
         names.append(name)
     self.block_names = tuple(names)
@@ -402,7 +427,8 @@ def load_linen_variables(model: nnx.Module, variables: dict) -> nnx.Module:
     for path, var in flat.items():
       value = jnp.asarray(given[path])
       if value.shape != var.get_value().shape:
-        raise ValueError(f"load_linen_variables: {'/'.join(path)} has shape {value.shape}, expected {var.get_value().shape}")
+        want = var.get_value().shape
+        raise ValueError(f"load_linen_variables: {'/'.join(path)} has shape {value.shape}, expected {want}")
       var.set_value(value)
     nnx.update(model, state)
   return model
