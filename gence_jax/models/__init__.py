@@ -89,7 +89,7 @@ def builtin_name(name: str) -> str | None:
 def build_model(
   name: str,
   num_classes: int,
-  input_shape: Sequence[int],
+  input_shape: Sequence[int] | None,
   *,
   key: jax.Array,
   kwargs: dict | None = None,
@@ -107,6 +107,8 @@ def build_model(
   TypeError for a constructor argument the model does not take.
   """
   kwargs = dict(kwargs or {})
+  if input_shape is None and (is_reference(name) or is_nnx_builtin(name)):
+    raise ValueError(f"building {name!r} needs input_shape (one example's shape)")
   if is_reference(name):
     from flax import nnx
 

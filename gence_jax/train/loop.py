@@ -119,8 +119,8 @@ def build_model(config, num_classes: int, input_shape=None, *, key=None, bn_axis
   dtype = None if user else (jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32)
   try:
     adapter = models.build_model(
-      name, num_classes, input_shape if input_shape is not None else (1,), key=key, kwargs=dict(config.model.kwargs),
-      dtype=dtype, bn_axis_name=bn_axis_name,
+      name, num_classes, input_shape, key=key, kwargs=dict(config.model.kwargs), dtype=dtype,
+      bn_axis_name=bn_axis_name,
     )
   except (TypeError, ValueError) as e:
     if not user:
