@@ -13,6 +13,10 @@ Setups (all cross-entropy, float32, ``train.mode=jit``):
   gradient clip 5, batch 128) on a synthetic tabular ``.npz`` (``x``: 20,000 x 16 float32, ``y``: 4 classes from a
   noisy linear rule), written to a temporary directory; the loader holds out the test split.
 * ``digits_cnn``: the default config with ``model.name=cnn`` (default kwargs), ``dataset.as_images=True``.
+* ``digits_mlp_nnx``, ``digits_cnn_nnx``: the same two digits setups with the NNX versions of the models
+  (``model.name=nnx:mlp``, ``nnx:cnn``; `gence_jax.models.nnx_models`, run through the same train step by
+  `gence_jax.models.adapter`). With both versions of a model in ``--setups``, the table gains a row per model: the
+  program's ms/step (chunks) with NNX against Linen, timed in the same process and rounds (target <= 1.1).
 
 1. Program ms/step: each setup is run twice, ``epochs_short`` and ``epochs_long`` epochs (``train.progress=False``,
    evaluation and checkpoints only at the end), and ms/step = (train_seconds_long - train_seconds_short) /
@@ -61,12 +65,14 @@ import numpy as np
 
 
 from gence_jax.train import load_config, loop, train_and_evaluate
-from gence_jax.train.config import apply_overrides
+from gence_jax.train.config import apply_overrides, resolve
 from gence_jax.train.optim import make_optimizer
 from gence_jax.train.step import create_state, make_predict, make_train_step
 
 TABLE3_CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "mgce_table3_tabular_mlp.py")
 STEP_RATIO_TARGET = 1.25
+NNX_RATIO_TARGET = 1.1
+NNX_PAIRS = {"digits_mlp": "digits_mlp_nnx", "digits_cnn": "digits_cnn_nnx"}
 WHOLE_RUN_RATIO_TARGET = 1.5
 QUIET = ["train.progress=False", "train.eval_every_epochs=1000000", "train.checkpoint_every_steps=1000000000"]
 
@@ -88,19 +94,23 @@ def write_tabular_npz(path: str, *, n: int = 20_000, d: int = 16, k: int = 4, se
 
 
 def setup_configs(npz_path: str) -> dict[str, tuple[ml_collections.ConfigDict, str]]:
-  """{name: (config, description)} of the three setups."""
+  """{name: (config, description)} of the setups (resolved: each model's default kwargs filled in)."""
   digits = load_config(None)
   table3 = load_config(TABLE3_CONFIG)
   apply_overrides(table3, [f"dataset.name={npz_path}"])
-  cnn = load_config(None)
-  apply_overrides(cnn, ["model.name=cnn", "dataset.as_images=True"])
-  with cnn.unlocked():
-    cnn.model.kwargs = ml_collections.ConfigDict({})  # the CNN's defaults (the MLP's `hidden` does not apply)
-  return {
+  cnn = apply_overrides(load_config(None), ["model.name=cnn", "dataset.as_images=True"])
+  digits_nnx = apply_overrides(load_config(None), ["model.name=nnx:mlp"])
+  cnn_nnx = apply_overrides(load_config(None), ["model.name=nnx:cnn", "dataset.as_images=True"])
+  setups = {
     "digits_mlp": (digits, "default config: digits, MLP 256, Adam 1e-3, batch 128"),
     "table3_mlp": (table3, "MGCE Table 3 config: synthetic 20000x16, 4 classes, MLP 1024, SGD 1e-3 m0.9, clip 5"),
     "digits_cnn": (cnn, "default config, model.name=cnn, digits as 8x8x1 images"),
+    "digits_mlp_nnx": (digits_nnx, "digits_mlp with the NNX MLP (model.name=nnx:mlp)"),
+    "digits_cnn_nnx": (cnn_nnx, "digits_cnn with the NNX CNN (model.name=nnx:cnn)"),
   }
+  for config, _ in setups.values():
+    resolve(config)
+  return setups
 
 
 def _with(config, overrides):
@@ -123,10 +133,10 @@ class Bare:
   def __init__(self, config, num_steps: int, warmup: int = 5):
     data = loop.load_data(config)
     loss = loop.build_loss(config, data)
-    model = loop.build_model(config, data.num_classes)
+    init_key, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
+    model = loop.build_model(config, data.num_classes, data.input_shape, key=init_key)
     spe = data.steps_per_epoch(config.train.batch_size)
     tx = make_optimizer(config.optimizer, spe * config.train.epochs, spe)
-    init_key, self.key = jax.random.split(jax.random.PRNGKey(config.seed))
     self.state = create_state(model, tx, init_key, jnp.zeros((1, *data.input_shape), jnp.float32), loss.init_state())
     self.step = jax.jit(make_train_step(model, loss, tx, l1=loop.l1_lambda(config, loss)), donate_argnums=0)
     it = data.train_batches(config.train.batch_size, seed=config.seed, augment=config.dataset.augment)
@@ -236,11 +246,11 @@ def minimal_whole_run(config) -> dict:
   t0 = time.perf_counter()
   data = loop.load_data(config)
   loss = loop.build_loss(config, data)
-  model = loop.build_model(config, data.num_classes)
+  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  model = loop.build_model(config, data.num_classes, data.input_shape, key=init_key)
   bs, epochs, every = config.train.batch_size, config.train.epochs, config.train.eval_every_epochs
   spe = data.steps_per_epoch(bs)
   tx = make_optimizer(config.optimizer, spe * epochs, spe)
-  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = create_state(model, tx, init_key, jnp.zeros((1, *data.input_shape), jnp.float32), loss.init_state())
   step = make_train_step(model, loss, tx, l1=loop.l1_lambda(config, loss))
   predict = make_predict(model)
@@ -313,6 +323,24 @@ def whole_run(config) -> dict:
   }
 
 
+def nnx_vs_linen(setups: dict) -> dict:
+  """For each model timed in both versions: median program ms/step (chunks) of each and the median over rounds of
+  the per-round ratio NNX / Linen."""
+  out = {}
+  for linen_name, nnx_name in NNX_PAIRS.items():
+    if linen_name in setups and nnx_name in setups:
+      a, b = setups[linen_name]["rounds"], setups[nnx_name]["rounds"]
+      ratios = [y["chunks"]["ms_per_step"] / x["chunks"]["ms_per_step"] for x, y in zip(a, b)]
+      out[linen_name] = {
+        "linen_ms_per_step": setups[linen_name]["median_ms_per_step"]["chunks"],
+        "nnx_ms_per_step": setups[nnx_name]["median_ms_per_step"]["chunks"],
+        "ratio": statistics.median(ratios),
+        "per_round_ratios": ratios,
+        "target": NNX_RATIO_TARGET,
+      }
+  return out
+
+
 # ------------------------------------------------------------------------------------------------------ main
 def _epochs(text):
   short, long = (int(v) for v in text.split(","))
@@ -324,10 +352,16 @@ def _epochs(text):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up round (default 3)")
-  parser.add_argument("--setups", default="digits_mlp,table3_mlp,digits_cnn", help="comma-separated setups to time")
+  parser.add_argument(
+    "--setups",
+    default="digits_mlp,table3_mlp,digits_cnn,digits_mlp_nnx,digits_cnn_nnx",
+    help="comma-separated setups to time",
+  )
   parser.add_argument("--epochs-digits-mlp", type=_epochs, default=(10, 210), help="short,long epochs (10 steps each)")
   parser.add_argument("--epochs-table3-mlp", type=_epochs, default=(2, 22), help="short,long epochs (112 steps each)")
   parser.add_argument("--epochs-digits-cnn", type=_epochs, default=(2, 12), help="short,long epochs (10 steps each)")
+  parser.add_argument("--epochs-digits-mlp-nnx", type=_epochs, default=None, help="default: --epochs-digits-mlp")
+  parser.add_argument("--epochs-digits-cnn-nnx", type=_epochs, default=None, help="default: --epochs-digits-cnn")
   parser.add_argument("--no-whole-run", action="store_true", help="skip the 150-epoch whole-run comparison")
   parser.add_argument("--json", default=None, help="write all results to this JSON file")
   args = parser.parse_args(argv)
@@ -347,6 +381,8 @@ def main(argv=None):
   configs = setup_configs(npz)
   names = [s.strip() for s in args.setups.split(",") if s.strip()]
   epochs = {n: getattr(args, "epochs_" + n) for n in configs}
+  for linen_name, nnx_name in NNX_PAIRS.items():  # the same steps as the Linen version unless given
+    epochs[nnx_name] = epochs[nnx_name] or epochs[linen_name]
   command = "python benchmarks/loop_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
   results = {"env": env, "command": command.strip(), "rounds": args.rounds, "target_ratio": STEP_RATIO_TARGET,
              "setups": {}}
@@ -379,6 +415,7 @@ def main(argv=None):
         entry["median_ms_per_step"][label] = statistics.median(ms)
         entry["median_ratio"][label] = statistics.median([m / b for m, b in zip(ms, bare)])
       entry["meets_target"] = entry["median_ratio"]["chunks"] <= STEP_RATIO_TARGET
+    results["nnx_vs_linen"] = nnx_vs_linen(results["setups"])
     if not args.no_whole_run:
       results["whole_run"] = {"setup": "table3_mlp", **whole_run(configs["table3_mlp"][0])}
   finally:
@@ -403,6 +440,17 @@ def main(argv=None):
       f"| {n} | {m['chunks']:.3f} | {m['one_per_dispatch']:.3f} | {m['bare']:.3f} | {q['chunks']:.2f} "
       f"| {q['one_per_dispatch']:.2f} |"
     )
+  if results["nnx_vs_linen"]:
+    lines += [
+      "",
+      "NNX against Linen, the same model through the same program (ms/step with chunks, same process and rounds; "
+      f"ratio: median of the per-round ratios; target <= {NNX_RATIO_TARGET}):\n",
+      "| model | Linen ms/step | NNX ms/step | NNX / Linen |",
+      "|---|---|---|---|",
+    ]
+    for linen_name, row in results["nnx_vs_linen"].items():
+      linen_ms, nnx_ms = row["linen_ms_per_step"], row["nnx_ms_per_step"]
+      lines.append(f"| {linen_name} | {linen_ms:.3f} | {nnx_ms:.3f} | {row['ratio']:.2f} |")
   if "whole_run" in results:
     w = results["whole_run"]
     f, c, mn = w["program_fresh_executor"], w["program_cached_executor"], w["minimal"]

@@ -17,8 +17,14 @@ import traceback
 
 def _train(args):
   from gence_jax import train
+  from gence_jax.train.errors import ConfigError
 
   config = _config(args)
+  if args.print_config:
+    print("\n".join(config_lines(config)))
+    return
+  if not args.workdir:
+    raise ConfigError("gence-jax train: the argument --workdir is required (or --print-config)")
   results = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
   test = results["test"]
   for stage in ("raw", *config.calibration.methods):  # the calibrators the config fitted
@@ -52,6 +58,40 @@ def ood_lines(results: dict) -> list[str]:
         f"aupr-in {100 * m['aupr_in']:.2f}%  aupr-out {100 * m['aupr_out']:.2f}%  fpr95 {100 * m['fpr95']:.2f}%"
       )
   return lines
+
+
+def config_lines(config) -> list[str]:
+  """Every key of `config` as ``key=value`` (a Python literal, so each line is a valid ``--set``), sorted."""
+  out = []
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      path = f"{prefix}{key}"
+      if hasattr(value, "items") and value:
+        walk(value, path + ".")
+      else:
+        out.append(f"{path}={_literal(value)}")
+
+  walk(config.to_dict() if hasattr(config, "to_dict") else config, "")
+  return out
+
+
+def _literal(value) -> str:
+  if hasattr(value, "items"):
+    return repr(dict(value))
+  return repr(tuple(value) if isinstance(value, list) else value)
+
+
+def _defaults_epilog() -> str:
+  from gence_jax.train.config import MODEL_DEFAULTS, default_config
+
+  lines = "\n".join(f"  {line}" for line in config_lines(default_config()))
+  per_model = ", ".join(f"{name}: {kwargs}" for name, kwargs in MODEL_DEFAULTS.items())
+  return (
+    "config keys and their defaults (override with --set KEY=VALUE):\n"
+    f"{lines}\n"
+    f"model.kwargs defaults per model (under the given entries): {per_model}; other models: their constructor's"
+  )
 
 
 DEFAULT_COMPARE_LOSSES = ["cross_entropy", "generalized_ce:q=0.7", "focal:gamma=2.0", "gence", "mgce:beta=2.0"]
@@ -163,21 +203,37 @@ def _status(args):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="gence-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
-  tr = sub.add_parser("train", help="train one configuration (any loss, model, data source, regime, seed)")
+  epilog = _defaults_epilog()
+  tr = sub.add_parser(
+    "train",
+    help="train one configuration (any loss, model, data source, regime, seed)",
+    epilog=epilog,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   tr.add_argument("--config", default=None, help="Python config file with get_config() (default: built-in)")
-  tr.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, results.json, plots")
+  tr.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, results.json, plots (required to train)")
+  tr.add_argument(
+    "--print-config",
+    action="store_true",
+    help="print the resolved config (every key, with the config file and --set overrides applied) and exit",
+  )
   tr.add_argument(
     "--set",
     action="append",
     default=[],
     metavar="KEY=VALUE",
-    help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0",
+    help="override a config field, e.g. --set loss.name=mgce --set loss.hparams.beta=2.0 (keys and defaults below)",
   )
   tr.add_argument("--overwrite", action="store_true", help="move a run of another config in --workdir aside")
   tr.add_argument("--debug", action="store_true", help="show the traceback of user errors")
   tr.set_defaults(func=_train)
 
-  cmp = sub.add_parser("compare", help="grid of losses x regimes x seeds; mean +/- std table (Markdown + JSON)")
+  cmp = sub.add_parser(
+    "compare",
+    help="grid of losses x regimes x seeds; mean +/- std table (Markdown + JSON)",
+    epilog=epilog,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   cmp.add_argument("--config", default=None, help="base config file (default: built-in digits MLP)")
   cmp.add_argument("--workdir", default="runs/compare")
   cmp.add_argument(

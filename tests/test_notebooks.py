@@ -110,3 +110,21 @@ def test_calibration_notebook(kernel_env, tmp_path):
   assert min(ood[f"across/{s}"]["auroc"] for s in ("max_prob", "entropy", "energy")) > 0.8, ood
   assert _has_png(nb), "no reliability diagram displayed"
   assert elapsed < TIMEOUT_S
+
+
+@pytest.mark.slow
+def test_nnx_notebook(kernel_env, tmp_path):
+  result, nb, elapsed = _run("nnx", "dict(summary=SUMMARY, program=PROGRAM)", kernel_env, tmp_path)
+  summary, program = result["summary"], result["program"]
+  assert set(summary) == {"cross_entropy", "gence", "mgce beta=2"}
+  for name, stages in summary.items():  # the hand-written nnx.jit loop, read through each loss's link
+    assert set(stages) == {"raw", "ts", "ats"}
+    assert stages["raw"]["accuracy"] > 0.8, (name, stages)
+    for stage, m in stages.items():
+      assert 0.0 < m["nll"] < 1.0 and 0.0 <= m["ece"] < 0.2, (name, stage, m)
+    assert stages["ts"]["accuracy"] == pytest.approx(stages["raw"]["accuracy"])  # TS never changes the argmax
+  assert program["model"] == "digits_nnx.py:make_model"  # the same model, trained by the program
+  assert program["raw"]["accuracy"] > 0.8 and program["ts"]["accuracy"] == pytest.approx(program["raw"]["accuracy"])
+  assert (tmp_path / "runs" / "nnx_gence" / "run.json").exists()
+  assert json.load(open(tmp_path / "runs" / "nnx_gence" / "run.json"))["model"]["sha256"]
+  assert elapsed < TIMEOUT_S

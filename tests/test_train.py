@@ -452,7 +452,7 @@ def test_jit_on_8_devices_matches_1_device(tmp_path):
     (["dataset.regimes=no_such_regime:0.1"], ValueError, "'dataset.regimes'"),
     (["train.batch_size=60"], ValueError, "'train.batch_size'"),  # 8 devices
     (["train.eval_batch_size=100"], ValueError, "'train.eval_batch_size'"),
-    (["model.name=cnn", "dataset.as_images=True"], ValueError, "'model.kwargs'"),  # the MLP's hidden=(256,)
+    (["model.name=resnet18", "model.kwargs.hidden=3"], ValueError, "'model.kwargs'"),  # the MLP's keyword
   ],
 )
 def test_bad_config_fails_before_training(tmp_path, capsys, overrides, error, key):

@@ -7,6 +7,12 @@ for the shared BatchNorm and dtype conventions.
 
 ``get_model(name, num_classes, **kwargs)`` builds a model by name (``available_models()`` lists them) and
 ``init_model(model, rng, input_shape)`` initialises its variables.
+
+The same architectures written in Flax NNX are in :mod:`gence_jax.models.nnx_models` (``get_nnx_model``; the same
+parameter paths, counts and outputs). ``build_model(name, num_classes, input_shape, key=...)`` builds what the
+training program's ``model.name`` names (a registry name, ``nnx:<name>``, or a user's ``module:factory`` /
+``file.py:factory``, see :mod:`gence_jax.models.factory`) behind the one interface the train step calls
+(:mod:`gence_jax.models.adapter`).
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gence_jax.models.adapter import LinenAdapter, NNXAdapter, as_adapter, has_global_batch_norm, is_model
 from gence_jax.models.cnn import CNN
 from gence_jax.models.mlp import MLP
 from gence_jax.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
 from gence_jax.models.wide_resnet import WRN28_10, WideBasicBlock, WideResNet
+from gence_jax.models import factory as _factory
+from gence_jax.models.factory import NNX_PREFIX, is_nnx_builtin, is_reference
+from gence_jax.models.nnx_models import available_nnx_models, get_nnx_model, load_linen_variables
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
   "mlp": MLP,
@@ -69,6 +79,57 @@ def init_model(
   return dict(variables)
 
 
+def builtin_name(name: str) -> str | None:
+  """The registry name behind ``name`` (``"cnn"`` for ``"cnn"`` and ``"nnx:cnn"``); None for a user's reference."""
+  if is_reference(name):
+    return None
+  return (name[len(NNX_PREFIX) :] if is_nnx_builtin(name) else name).lower()
+
+
+def build_model(
+  name: str,
+  num_classes: int,
+  input_shape: Sequence[int] | None,
+  *,
+  key: jax.Array,
+  kwargs: dict | None = None,
+  dtype: Any = None,
+  bn_axis_name: str | None = None,
+):
+  """The model ``model.name`` names, behind the train step's interface (`gence_jax.models.adapter.as_adapter`).
+
+  ``name``: a registry name (Linen), ``nnx:<registry name>`` (NNX) or a user's ``module:factory`` /
+  ``file.py:factory``; ``kwargs`` go to the constructor or factory; ``key`` seeds an NNX model's ``rngs`` (a Linen
+  model is initialised later, by ``adapter.init``); ``dtype`` (the compute dtype) goes to the built-ins only;
+  ``bn_axis_name`` makes BatchNorm statistics global over that mapped axis (pmap).
+
+  Raises ValueError for an unknown name, a bad reference or a factory that does not return a Linen or NNX module,
+  TypeError for a constructor argument the model does not take.
+  """
+  kwargs = dict(kwargs or {})
+  if input_shape is None and (is_reference(name) or is_nnx_builtin(name)):
+    raise ValueError(f"building {name!r} needs input_shape (one example's shape)")
+  if is_reference(name):
+    from flax import nnx
+
+    factory = _factory.load_factory(name)
+    _factory.check_factory_kwargs(factory, name, kwargs)
+    module = _factory.call_factory(
+      factory, name, num_classes=num_classes, input_shape=input_shape, kwargs=kwargs, rngs=nnx.Rngs(key)
+    )
+  elif is_nnx_builtin(name):
+    from flax import nnx
+
+    if dtype is not None:
+      kwargs["dtype"] = dtype
+    module = get_nnx_model(builtin_name(name), num_classes, input_shape, rngs=nnx.Rngs(key), **kwargs)
+  else:
+    if dtype is not None:
+      kwargs["dtype"] = dtype
+    module = get_model(name, num_classes, **kwargs)
+  return as_adapter(module, bn_axis_name=bn_axis_name)
+
+
 __all__ = [
   "BasicBlock",
   "Bottleneck",
@@ -81,7 +142,19 @@ __all__ = [
   "WRN28_10",
   "WideBasicBlock",
   "WideResNet",
+  "LinenAdapter",
+  "NNXAdapter",
+  "as_adapter",
   "available_models",
+  "available_nnx_models",
+  "build_model",
+  "builtin_name",
+  "get_nnx_model",
+  "has_global_batch_norm",
+  "is_model",
+  "is_nnx_builtin",
+  "is_reference",
+  "load_linen_variables",
   "get_model",
   "init_model",
 ]

@@ -19,6 +19,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 DTYPES = ("float32", "bfloat16")
 MODES = ("jit", "pmap")
+#: The program's defaults of ``model.kwargs`` per built-in model (Linen or ``nnx:``), under the entries a config
+#: gives: they belong to the model chosen, so ``--set model.name=resnet18`` does not inherit the MLP's ``hidden``.
+MODEL_DEFAULTS = {"mlp": {"hidden": (256,)}}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,8 +38,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.augment = "default"  # "default", "none", "crop_flip", "crop", "flip"
 
   c.model = ml_collections.ConfigDict()
+  # a registry name (mlp, cnn, resnet18, ...), "nnx:<name>" (the NNX version), or a user's factory:
+  # "<module>:<factory>" or "<path/to/file.py>:<factory>" (see gence_jax.models.factory)
   c.model.name = "mlp"
-  c.model.kwargs = ml_collections.ConfigDict({"hidden": (256,)})  # passed to the model constructor
+  # passed to the model constructor or factory, on top of the chosen model's defaults (MODEL_DEFAULTS)
+  c.model.kwargs = ml_collections.ConfigDict()
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "cross_entropy"
@@ -177,11 +183,27 @@ def _choice(config, path, allowed):
     raise ValueError(f"config key {path!r} must be one of {list(allowed)}, got {value!r}")
 
 
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fills ``model.kwargs`` with the chosen model's defaults (:data:`MODEL_DEFAULTS`) under the given entries (in
+  place; idempotent) and returns `config`: the resolved config that runs, is printed and is recorded."""
+  from gence_jax import models
+
+  name = config.model.name
+  base = models.builtin_name(name) if isinstance(name, str) else None
+  defaults = MODEL_DEFAULTS.get(base, {})
+  if defaults:
+    config.model.kwargs = ml_collections.ConfigDict({**defaults, **dict(config.model.kwargs)})
+  return config
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks names, ranges and that the loss, model and dataset exist, before any training starts."""
-  from gence_jax import losses, models
+  """Checks names, ranges and that the loss, model and dataset exist, before any data is loaded or training starts.
+  Resolves the config first (`resolve`: the model's default kwargs)."""
+  from gence_jax import losses
   from gence_jax.data import parse_regimes
   from gence_jax.data.spec import check_dataset_name
+
+  resolve(config)
 
   _choice(config, "optimizer.name", OPTIMIZERS)
   _choice(config, "optimizer.schedule", SCHEDULES)
@@ -236,14 +258,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     losses.get_loss(config.loss.name, **dict(config.loss.hparams))
   except (ValueError, TypeError) as e:
     raise ValueError(f"config key 'loss.hparams' ({dict(config.loss.hparams)}): {e}") from None
-  if config.model.name not in models.available_models():
-    raise ValueError(
-      f"config key 'model.name': unknown model {config.model.name!r}; expected one of {models.available_models()}"
-    )
-  try:  # flax modules are dataclasses: an unknown keyword is a TypeError at construction, before any tracing
-    models.get_model(config.model.name, num_classes=2, **dict(config.model.kwargs))
-  except TypeError as e:
-    raise ValueError(f"config key 'model.kwargs': {e}") from None
+  _validate_model(config)
   try:
     parse_regimes(config.dataset.regimes or None)
   except ValueError as e:
@@ -251,6 +266,49 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check_dataset_name(config.dataset.name, config.dataset.data_dir)
   if "ood" in config:  # configs built by hand without the block have no OOD sets
     _validate_ood(config)
+
+
+def _probe_shape(config) -> tuple[int, tuple[int, ...]]:
+  """(number of classes, one example's shape) to try a user's factory on before the data loads: exact for digits,
+  a CIFAR-like guess otherwise (a factory that fails on the guess is judged once the data is loaded)."""
+  if str(config.dataset.name).lower() == "digits":
+    return 10, (8, 8, 1) if config.dataset.as_images else (64,)
+  return 10, (32, 32, 3)
+
+
+def _validate_model(config) -> None:
+  """``model.name`` names a built-in (Linen or ``nnx:``) or an importable factory; ``model.kwargs`` fit it."""
+  from gence_jax import models
+  from gence_jax.models import factory
+
+  name, kwargs = config.model.name, dict(config.model.kwargs)
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"config key 'model.name' must be a model name or a <module>:<factory> reference, got {name!r}")
+  if models.is_reference(name):
+    try:
+      fn = factory.load_factory(name)
+    except ValueError as e:
+      raise ValueError(f"config key 'model.name': {e}") from None
+    try:
+      factory.check_factory_kwargs(fn, name, kwargs)
+    except ValueError as e:
+      raise ValueError(f"config key 'model.kwargs': {e}") from None
+    num_classes, shape = _probe_shape(config)
+    try:
+      factory.probe_factory(fn, name, num_classes=num_classes, input_shape=shape, kwargs=kwargs)
+    except ValueError as e:
+      raise ValueError(f"config key 'model.name': {e}") from None
+    return
+  base = models.builtin_name(name)
+  if base not in models.available_models():
+    raise ValueError(
+      f"config key 'model.name': unknown model {name!r}; expected one of {models.available_models()}, "
+      "'nnx:<one of them>', or a user's factory '<module>:<factory>' / '<path/to/file.py>:<factory>'"
+    )
+  try:  # flax modules are dataclasses: an unknown keyword is a TypeError at construction, before any tracing
+    models.get_model(base, num_classes=2, **kwargs)  # the NNX built-ins take the same keywords
+  except TypeError as e:
+    raise ValueError(f"config key 'model.kwargs': {e}") from None
 
 
 def _validate_ood(config) -> None:

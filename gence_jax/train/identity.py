@@ -1,8 +1,9 @@
 """Run identity: a work directory is bound to what it computes, and written by one process at a time.
 
-At the first start a run writes ``run.json``: the resolved config and a fingerprint of its data (dataset name or
+At the first start a run writes ``run.json``: the resolved config, a fingerprint of its data (dataset name or
 file path with a content hash, TFDS name and version, regime spec, seed and validation fraction; see
-`gence_jax.data.data_fingerprint`). Resuming in that directory, or `compare` reusing its ``results.json``, with
+`gence_jax.data.data_fingerprint`) and, for a user's model factory (``model.name=file.py:factory``), the reference
+with the path and content hash of its file. Resuming in that directory, or `compare` reusing its ``results.json``, with
 another identity is refused before anything loads or trains (`RunIdentityError`, listing the keys that differ);
 ``--overwrite`` moves the old run aside to ``<workdir>.replaced-<time>`` (nothing is deleted). Keys that cannot
 change the results may differ: :data:`IGNORED_KEYS`.
@@ -61,7 +62,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def run_identity(config) -> dict:
-  """``{"config": {...}, "data": fingerprint}``: what a run computes (JSON-able)."""
+  """``{"config": {...}, "data": fingerprint}``, plus ``"model": {...}`` (`model_fingerprint`) for a user's
+  factory: what a run computes (JSON-able)."""
+  from gence_jax import models
   from gence_jax.data import data_fingerprint
 
   d = config.dataset
@@ -73,7 +76,18 @@ def run_identity(config) -> dict:
     val_fraction=d.val_fraction,
     as_images=d.as_images,
   )
-  return json.loads(json.dumps({"config": config.to_dict(), "data": fingerprint}, default=str))
+  ident = {"config": config.to_dict(), "data": fingerprint}
+  if models.is_reference(config.model.name):  # a user's factory: which file, with which content
+    ident["model"] = model_fingerprint(config.model.name)
+  return json.loads(json.dumps(ident, default=str))
+
+
+def model_fingerprint(reference: str) -> dict:
+  """``{"reference", "file", "sha256"}`` of a user's model factory (`gence_jax.models.factory.reference_identity`);
+  an edited model file is another run."""
+  from gence_jax.models.factory import reference_identity
+
+  return reference_identity(reference)
 
 
 def differences(old: dict, new: dict) -> dict[str, tuple]:

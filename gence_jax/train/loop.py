@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -113,13 +114,33 @@ def l1_lambda(config, loss: losses.Loss) -> float:
   return float(config.loss.l1) if config.loss.l1 >= 0 else float(loss.default_l1)
 
 
-def build_model(config, num_classes: int, *, bn_axis_name=None):
-  kwargs = dict(config.model.kwargs)
-  kwargs["dtype"] = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-  model = models.get_model(config.model.name, num_classes=num_classes, **kwargs)
-  if bn_axis_name is not None and "bn_axis_name" in type(model).__dataclass_fields__:
-    model = model.clone(bn_axis_name=bn_axis_name)  # pmap: BatchNorm statistics over the global batch
-  return model
+def build_model(config, num_classes: int, input_shape=None, *, key=None, bn_axis_name=None):
+  """The configured model behind the train step's interface (`gence_jax.models.build_model`): a built-in (Linen or
+  ``nnx:``) with ``train.dtype`` as its compute dtype, or a user's factory (``module:factory`` / ``file.py:factory``)
+  called with `num_classes`, `input_shape` (one example's shape), ``model.kwargs`` and, for NNX, ``rngs`` from `key`.
+  ``bn_axis_name`` (pmap) makes BatchNorm statistics global. A factory that fails or returns something other than a
+  Linen or NNX module is a `ConfigError` naming ``model.name``."""
+  key = jax.random.PRNGKey(config.seed) if key is None else key
+  name = config.model.name
+  user = models.is_reference(name)
+  dtype = None if user else (jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32)
+  try:
+    adapter = models.build_model(
+      name, num_classes, input_shape, key=key, kwargs=dict(config.model.kwargs), dtype=dtype,
+      bn_axis_name=bn_axis_name,
+    )
+  except (TypeError, ValueError) as e:
+    if not user:
+      raise ConfigError(f"config key 'model.kwargs': cannot build {name!r}: {type(e).__name__}: {e}") from e
+    raise ConfigError(f"config key 'model.name': {e}") from e
+  if user and bn_axis_name is not None and not models.has_global_batch_norm(getattr(adapter, "module", None)):
+    warnings.warn(
+      f"model {name!r} is a Linen module without a 'bn_axis_name' field: under train.mode=pmap its BatchNorm "
+      "statistics (if any) are per device; use train.mode=jit, or give the module that field",
+      RuntimeWarning,
+      stacklevel=2,
+    )
+  return adapter
 
 
 def check_devices(config) -> None:
@@ -149,12 +170,27 @@ def load_data(config):
 def _initial_state(config, model, tx, loss, data, executor, key) -> TrainState:
   sample = jnp.zeros((1, *data.input_shape), jnp.float32)
   try:
-    return executor.restore_template(create_state(model, tx, key, sample, loss.init_state()))
+    state = create_state(model, tx, key, sample, loss.init_state())
+    if models.is_reference(config.model.name):
+      _check_logits(config, model, state, sample, data.num_classes)
+    return executor.restore_template(state)
   except (TypeError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
     raise ConfigError(
       f"config key 'model.kwargs': cannot build {config.model.name!r} with "
       f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
     ) from e
+
+
+def _check_logits(config, model, state, sample, num_classes: int) -> None:
+  """A user's model must map ``[1, *input_shape]`` to logits ``[1, num_classes]`` (checked abstractly)."""
+  out = jax.eval_shape(lambda p, s: model.apply(p, s, sample, train=False)[0], state.params, state.batch_stats)
+  if tuple(out.shape) != (1, num_classes):
+    raise ConfigError(
+      f"config key 'model.name': {config.model.name!r} gives outputs of shape {tuple(out.shape)} on a batch of "
+      f"shape {tuple(sample.shape)}; expected logits of shape (1, {num_classes})"
+    )
 
 
 def setup(config, workdir: str) -> Run:
@@ -165,7 +201,9 @@ def setup(config, workdir: str) -> Run:
   # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
   ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if ood.has_ood(config) else {}
   loss = build_loss(config, data)
-  model = build_model(config, data.num_classes, bn_axis_name="data" if config.train.mode == "pmap" else None)
+  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  bn_axis = "data" if config.train.mode == "pmap" else None
+  model = build_model(config, data.num_classes, data.input_shape, key=init_key, bn_axis_name=bn_axis)
   steps_per_epoch = data.steps_per_epoch(config.train.batch_size)
   if steps_per_epoch < 1:
     raise ConfigError(
@@ -174,7 +212,6 @@ def setup(config, workdir: str) -> Run:
     )
   total_steps = steps_per_epoch * config.train.epochs
   tx = make_optimizer(config.optimizer, total_steps, steps_per_epoch)
-  init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
   l1 = l1_lambda(config, loss)
   if config.train.mix == "cutmix" and len(data.input_shape) != 3:
     raise ConfigError(f"config key 'train.mix': cutmix needs images [H, W, C], got inputs of shape {data.input_shape}")

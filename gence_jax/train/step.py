@@ -6,6 +6,9 @@
   L1 penalty; under ``jit`` the batch is one global array sharded over the mesh's ``data`` axis, under ``pmap`` each
   device holds a slice and ``axis_name`` makes the example count, GenCE's class sums, BatchNorm statistics (when the
   model is built with ``bn_axis_name``) and the gradients global, so both paths compute the same update;
+* the model is a Flax Linen or NNX module behind one small interface (`gence_jax.models.adapter`: params and
+  BatchNorm statistics as plain pytrees, ``apply(params, batch_stats, x, train=..., key=...)``), so both kinds of
+  model run this one step;
 * the per-step key is ``fold_in(key, state.step)`` (under pmap also folded with the device's ``axis_index``, so
   the devices draw independent dropout masks; jit draws one mask for the global batch, so with dropout the two paths
   agree in distribution, not bit for bit);
@@ -24,6 +27,7 @@ import optax
 
 from gence_jax.data.mixing import mixed_loss
 from gence_jax.losses import Loss, mgce_l1_penalty
+from gence_jax.models.adapter import as_adapter
 
 
 @flax.struct.dataclass
@@ -45,27 +49,15 @@ def per_example_loss(loss: Loss, logits, labels, mask, loss_state, axis_name):
   )
 
 
-def _init_variables(model, key, sample_input):
-  return model.init({"params": key, "dropout": key}, sample_input, train=False)
-
-
-# one compilation per (model, input shape): flax modules hash by their fields, so reruns with an equal model reuse it
-_init_variables_jit = jax.jit(_init_variables, static_argnums=0)
-
-
 def create_state(model, tx: optax.GradientTransformation, key, sample_input, loss_state=None) -> TrainState:
-  """The initial state: ``model.init`` (compiled) on `sample_input` in eval mode, and ``tx.init`` of its params."""
-  try:
-    hash(model)
-  except TypeError:  # a module with unhashable attributes (e.g. a list): no compilation cache
-    variables = _init_variables(model, key, sample_input)
-  else:
-    variables = _init_variables_jit(model, key, sample_input)
-  params = variables["params"]
+  """The initial state: the model's params and BatchNorm statistics (a Linen module: ``model.init`` on
+  `sample_input` in eval mode, compiled; an NNX module or adapter: its own, see `gence_jax.models.adapter`) and
+  ``tx.init`` of the params."""
+  params, batch_stats = as_adapter(model).init(key, sample_input)
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,
-    batch_stats=variables.get("batch_stats", {}),
+    batch_stats=batch_stats,
     opt_state=tx.init(params),
     loss_state={} if loss_state is None else loss_state,
   )
@@ -85,11 +77,14 @@ def make_train_step(
   axis_name: str | None = None,
   mix: Callable | None = None,
 ) -> Callable:
-  """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path.
+  """Returns ``train_step(state, batch, key)``; pass ``axis_name`` for the pmap / shard_map path. `model` is a Linen
+  or NNX module or its adapter (`gence_jax.models.adapter.as_adapter`): one step for both.
 
   ``mix(key, x) -> (x, perm, lambda)`` (`gence_jax.data.mixing.get_mix`: mixup or CutMix) mixes each batch with a
   key folded from the step's key, and the loss becomes lambda l(z, y) + (1 - lambda) l(z, y[perm]) (under pmap
   each device mixes its own rows)."""
+
+  adapter = as_adapter(model).computation()  # no initial arrays kept alive by the compiled step
 
   def psum(x):
     return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -102,15 +97,10 @@ def make_train_step(
     if mix is not None:
       x, perm, lam = mix(jax.random.fold_in(step_key, 1), x)
     count = jnp.maximum(psum(jnp.sum(mask, dtype=jnp.float32)), 1.0)
-    has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
 
     def objective(params):
-      variables = {"params": params}
-      if has_bn:
-        variables["batch_stats"] = state.batch_stats
-        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": step_key})
-      else:
-        logits, updates = model.apply(variables, x, train=True, rngs={"dropout": step_key}), {}
+      logits, new_stats = adapter.apply(params, state.batch_stats, x, train=True, key=step_key)
+
       def per_example(y):
         return per_example_loss(loss, logits, y, mask, state.loss_state, axis_name)
 
@@ -119,16 +109,16 @@ def make_train_step(
       value = jnp.sum(per_example) / count
       if l1 > 0:
         value = value + mgce_l1_penalty(params, l1) / (1.0 if axis_name is None else jax.lax.psum(1, axis_name))
-      return value, (logits, updates)
+      return value, (logits, new_stats)
 
-    (value, (logits, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (value, (logits, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     value, grads = psum(value), psum(grads)
     finite = jnp.isfinite(value) & _all_finite(grads)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
       step=state.step + 1,
       params=optax.apply_updates(state.params, param_updates),
-      batch_stats=updates.get("batch_stats", state.batch_stats),
+      batch_stats=new_stats,
       opt_state=opt_state,
     )
     # a non-finite step changes nothing but the step counter
@@ -154,11 +144,9 @@ def make_multi_step(train_step: Callable) -> Callable:
 
 def make_predict(model) -> Callable:
   """``predict(state, x) -> float32 logits`` in eval mode (BatchNorm running averages)."""
+  adapter = as_adapter(model).computation()
 
   def predict(state: TrainState, x):
-    variables = {"params": state.params}
-    if jax.tree_util.tree_leaves(state.batch_stats):
-      variables["batch_stats"] = state.batch_stats
-    return model.apply(variables, x, train=False).astype(jnp.float32)
+    return adapter.apply(state.params, state.batch_stats, x, train=False)[0]
 
   return predict
