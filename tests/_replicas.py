@@ -30,7 +30,7 @@ def make_webvision(root, *, n_train=48, n_val=16, size=32, seed=0):
   kept = {"train": [], "test": []}
   lines = []
   for i in range(n_train):
-    label = i % 60 if i >= 40 else i % 5  # 40 rows in classes 0-4, then a few of classes 40-59
+    label = 46 + (i - 40) if i >= 40 else i % 5  # 40 rows in classes 0-4, then classes 46, 47, ..., 53
     rel = f"google/q{label:04d}/img{i:05d}.jpg"
     _write(os.path.join(root, rel), jpeg_bytes(rng, size))
     lines.append(f"{rel} {label}")

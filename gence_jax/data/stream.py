@@ -386,6 +386,10 @@ class StreamingDataset:
     threads = max(1, int(self.read_threads))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
     if num_workers > 0:
+      from absl import flags
+
+      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a program without absl.app never parsed them
+        flags.FLAGS.mark_as_parsed()
       it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(num_workers), per_worker_buffer_size=1))
     return self._counted(iter(it), split, with_index)
 
