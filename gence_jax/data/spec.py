@@ -145,8 +145,7 @@ def tiny_imagenet_folder(path: str) -> str:
 def _unknown(name: str, key: str) -> ValueError:
   return ValueError(
     f"config key {key!r}: unknown dataset {name!r}; expected 'digits', one of "
-    f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', 'webvision_mini:<root>', "
-    f"'clothing1m:<root>', 'medmnist:<name>:<file.npz>', a folder or a .npz file"
+    f"{sorted(TFDS_DATASETS)}, 'tfds:<name>', 'tiny_imagenet:<folder>', a folder or a .npz file"
   )
 
 
