@@ -6,6 +6,27 @@ import os
 
 import numpy as np
 
+#: Settings of every end-to-end run on a replica: small evaluation batches, no bootstrap, one calibrator, no plot.
+FAST = (
+  "train.progress=False",
+  "train.eval_batch_size=16",
+  "calibration.bootstrap_resamples=0",
+  "calibration.methods=('ts',)",
+  "outputs.reliability_plot=False",
+)
+#: The input and batch shape the runs share (28x28: MedMNIST's size), so XLA compiles each program once per process.
+SHAPE = ("train.batch_size=8", "dataset.image_size=28")
+
+
+def train(workdir, *sets, config=None):
+  """``gence-jax train --workdir workdir [--config config] --set ...`` with :data:`FAST` first; the exit status."""
+  from gence_jax import cli
+
+  argv = ["train", "--workdir", str(workdir)] + (["--config", str(config)] if config else [])
+  for s in (*FAST, *sets):
+    argv += ["--set", s]
+  return cli.main(argv)
+
 
 def jpeg_bytes(rng, size=32):
   """A smooth random RGB image (a 4x4 grid upsampled) as JPEG bytes."""
@@ -23,14 +44,16 @@ def _write(path, data):
     f.write(data)
 
 
-def make_webvision(root, *, n_train=48, n_val=16, size=32, seed=0):
-  """``info/train_filelist_google.txt`` with labels in [0, 60) (the ones >= 50 must be dropped), images under
-  ``google/``; ``info/val_filelist.txt`` with images in ``val_images_256/``. Returns the (path, label) rows kept."""
+def make_webvision(root, *, per_class=2, val_per_class=1, classes=50, size=32, seed=0):
+  """``info/train_filelist_google.txt`` with ``per_class`` rows of each class < ``classes`` (images under
+  ``google/``) followed by 4 rows of classes 50-53 (the mini setting must drop them); ``info/val_filelist.txt`` with
+  ``val_per_class`` rows per class and a last row of class 55, images in ``val_images_256/``. Returns the (path,
+  label) rows kept per split."""
   rng = np.random.default_rng(seed)
   kept = {"train": [], "test": []}
   lines = []
-  for i in range(n_train):
-    label = 46 + (i - 40) if i >= 40 else i % 5  # 40 rows in classes 0-4, then classes 46, 47, ..., 53
+  labels = [i % classes for i in range(per_class * classes)] + [50, 51, 52, 53]
+  for i, label in enumerate(labels):
     rel = f"google/q{label:04d}/img{i:05d}.jpg"
     _write(os.path.join(root, rel), jpeg_bytes(rng, size))
     lines.append(f"{rel} {label}")
@@ -38,8 +61,7 @@ def make_webvision(root, *, n_train=48, n_val=16, size=32, seed=0):
       kept["train"].append((rel, label))
   _write(os.path.join(root, "info", "train_filelist_google.txt"), ("\n".join(lines) + "\n").encode())
   lines = []
-  for i in range(n_val):
-    label = 55 if i == n_val - 1 else i % 5
+  for i, label in enumerate([i % classes for i in range(val_per_class * classes)] + [55]):
     name = f"val{i:06d}.jpg"
     _write(os.path.join(root, "val_images_256", name), jpeg_bytes(rng, size))
     lines.append(f"{name} {label}")

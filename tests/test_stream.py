@@ -1,9 +1,11 @@
 """Real-world release layouts and the streamed input pipeline (gence_jax.data.releases, gence_jax.data.stream).
 
-On small replicas written here (tests/_replicas.py): each loader's splits, labels, class count and WebVision's
+On small replicas (tests/_replicas.py): each loader's splits, labels, class count and WebVision's
 < 50 filter; the streamed batches are a pure function of (seed, step) and each process reads its rows only; bad input
 exits 3 naming the file and the line; the program runs end to end on each layout, resumes a run stopped mid-epoch
-bit-exactly, and trains over a replica larger than a memory limit set here.
+bit-exactly, and trains over a replica larger than a memory limit set here. The replicas are the session fixture
+``replicas`` (tests/conftest.py); every run uses the same input and batch shape (``R.SHAPE``), so the programs are
+compiled once per class count.
 """
 
 import json
@@ -14,39 +16,10 @@ import numpy as np
 import pytest
 
 import _replicas as R
-from gence_jax import cli, data
+from gence_jax import data
 from gence_jax.data import releases, stream
 
-FAST = [
-  "train.progress=False",
-  "train.eval_batch_size=16",
-  "calibration.bootstrap_resamples=0",
-  "calibration.methods=('ts',)",
-  "outputs.reliability_plot=False",
-]
-
-
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory):
-  root = tmp_path_factory.mktemp("releases")
-  out = {
-    "clothing1m": str(root / "c1m"),
-    "webvision": str(root / "wv"),
-    "imagenet_val": str(root / "inv"),
-    "medmnist": str(root / "pathmnist.npz"),
-  }
-  out["clothing1m_rows"] = R.make_clothing1m(out["clothing1m"])
-  out["webvision_rows"] = R.make_webvision(out["webvision"])
-  R.make_imagenet_val(out["imagenet_val"])
-  R.make_medmnist(out["medmnist"])
-  return out
-
-
-def train(workdir, *sets):
-  argv = ["train", "--workdir", str(workdir)]
-  for s in (*FAST, *sets):
-    argv += ["--set", s]
-  return cli.main(argv)
+train = R.train  # gence-jax train with the shared fast settings (tests/_replicas.py)
 
 
 # ---------------------------------------------------------------------------------------------------- loaders
@@ -55,14 +28,14 @@ def test_webvision_mini_lists_keep_the_first_50_classes(replicas):
   rows = replicas["webvision_rows"]
   assert [os.path.relpath(p, replicas["webvision"]) for p in lists["train"].paths] == [p for p, _ in rows["train"]]
   assert lists["train"].labels.tolist() == [y for _, y in rows["train"]] and lists["train"].labels.max() < 50
-  assert len(lists["train"]) == 44 and lists["train"].labels.max() == 49  # 48 listed, classes 50-53 dropped
+  assert len(lists["train"]) == 100 and lists["train"].labels.max() == 49  # 104 listed, classes 50-53 dropped
   assert all(p.startswith(os.path.join(replicas["webvision"], "val_images_256")) for p in lists["test"].paths)
-  assert lists["test"].labels.tolist() == [y for _, y in rows["test"]] and len(lists["test"]) == 15
+  assert lists["test"].labels.tolist() == [y for _, y in rows["test"]] and len(lists["test"]) == 50  # 51 listed
   assert lists["train"].where(0).endswith("train_filelist_google.txt:1")
-  ds = data.load_stream_dataset(f"webvision_mini:{replicas['webvision']}", seed=0, val_fraction=0.1,
-                                empty_classes="ignore", extra_test=[f"imagenet_val:{replicas['imagenet_val']}"])
+  ds = data.load_stream_dataset(f"webvision_mini:{replicas['webvision']}", seed=0, val_fraction=0.5,
+                                empty_classes="error", extra_test=[f"imagenet_val:{replicas['imagenet_val']}"])
   assert ds.num_classes == 50 and ds.input_shape == (224, 224, 3)
-  assert ds.info["num_examples"] == {"train": 40, "val": 4, "test": 15, f"imagenet_val:{replicas['imagenet_val']}": 50}
+  assert ds.info["num_examples"] == {"train": 50, "val": 50, "test": 50, f"imagenet_val:{replicas['imagenet_val']}": 50}
   assert sorted(ds.lists["train"].lines.tolist() + ds.lists["val"].lines.tolist()) == sorted(lists["train"].lines.tolist())
   inv = ds.lists[f"imagenet_val:{replicas['imagenet_val']}"]
   assert inv.labels.tolist() == list(range(50)) and ds.info["augment"] == ["shift", "jitter", "flip"]
@@ -84,7 +57,7 @@ def test_clothing1m_lists_in_both_layouts(tmp_path, annotations, images_dir):
 def test_medmnist_npz_keeps_its_splits_and_refuses_multilabel(replicas, tmp_path):
   ds = data.load_dataset(f"medmnist:pathmnist:{replicas['medmnist']}", seed=0)
   assert ds.num_classes == 9 and ds.input_shape == (28, 28, 3)
-  assert ds.info["num_examples"] == {"train": 60, "val": 12, "test": 12} and ds.info["validation"]["source"] == "given"
+  assert ds.info["num_examples"] == {"train": 64, "val": 14, "test": 14} and ds.info["validation"]["source"] == "given"
   R.make_medmnist(tmp_path / "chest.npz", classes=2, label_columns=14)
   with pytest.raises(data.DataError, match="multi-label"):
     data.load_dataset(f"medmnist:chestmnist:{tmp_path / 'chest.npz'}", seed=0)
@@ -171,8 +144,7 @@ def _rewrite(path, old, new):
 )
 def test_bad_release_input_exits_3_naming_file_and_line(replicas, tmp_path, capsys, case, edit, expect):
   root = _broken_copy(replicas["clothing1m"], tmp_path / "c1m", edit)
-  rc = train(tmp_path / "w", f"dataset.name=clothing1m:{root}", "train.epochs=1", "train.batch_size=40",
-             "dataset.image_size=16")
+  rc = train(tmp_path / "w", f"dataset.name=clothing1m:{root}", "train.epochs=1", *R.SHAPE)
   err = capsys.readouterr().err
   assert rc == 3, err
   import re
@@ -181,7 +153,7 @@ def test_bad_release_input_exits_3_naming_file_and_line(replicas, tmp_path, caps
 
 
 def test_webvision_label_that_is_not_an_integer(tmp_path):
-  R.make_webvision(str(tmp_path), n_train=4, n_val=3, size=8)
+  R.make_webvision(str(tmp_path), per_class=1, classes=3, size=8)
   _rewrite(str(tmp_path / "info" / "val_filelist.txt"), " 1\n", " one\n")
   with pytest.raises(data.DataError, match=r"val_filelist\.txt:2: label 'one' is not an integer"):
     releases.read_webvision(str(tmp_path))
@@ -192,8 +164,8 @@ def test_skip_unreadable_counts_in_results(replicas, tmp_path):
     open(os.path.join(d, "images/1/01/1.jpg"), "wb").write(b"broken")
 
   root = _broken_copy(replicas["clothing1m"], tmp_path / "c1m", edit)
-  rc = train(tmp_path / "w", f"dataset.name=clothing1m:{root}", "train.epochs=1", "train.batch_size=8",
-             "dataset.image_size=32", "dataset.skip_unreadable=True", "train.checkpoint_every_steps=2")
+  rc = train(tmp_path / "w", f"dataset.name=clothing1m:{root}", "train.epochs=1", *R.SHAPE,
+             "dataset.skip_unreadable=True", "train.checkpoint_every_steps=2")
   assert rc == 0
   unreadable = json.load(open(tmp_path / "w" / "results.json"))["data"]["unreadable"]
   assert unreadable["train"] == 1 and unreadable["examples"][0].endswith("noisy_train_key_list.txt:2")
@@ -202,11 +174,11 @@ def test_skip_unreadable_counts_in_results(replicas, tmp_path):
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def clothing_run(replicas, tmp_path_factory):
-  """The issue's command on the Clothing-1M replica (default MLP; 32x32 inputs and small evaluation batches to keep
-  the test fast), reading the images with one grain worker process."""
+  """The issue's command on the Clothing-1M replica (default MLP; 28x28 inputs and small evaluation batches to keep
+  the test fast)."""
   workdir = tmp_path_factory.mktemp("c1m_run")
-  sets = [f"dataset.name=clothing1m:{replicas['clothing1m']}", "train.epochs=1", "train.batch_size=8",
-          "dataset.image_size=32", "train.checkpoint_every_steps=2"]
+  sets = [f"dataset.name=clothing1m:{replicas['clothing1m']}", "train.epochs=1", *R.SHAPE,
+          "train.checkpoint_every_steps=2"]
   assert train(workdir, *sets) == 0
   return workdir, sets
 
@@ -216,15 +188,18 @@ def test_clothing1m_webvision_medmnist_run_end_to_end(replicas, clothing_run, tm
   assert results["data"]["streamed"] and results["data"]["num_examples"] == {"train": 40, "val": 14, "test": 14}
   assert results["steps"] == 5 and np.isfinite(results["test"]["raw"]["nll"])
   inv = f"imagenet_val:{replicas['imagenet_val']}"
-  rc = train(tmp_path / "wv", f"dataset.name=webvision_mini:{replicas['webvision']}", "train.epochs=1",
-             "train.batch_size=8", "dataset.image_size=32", f"dataset.extra_test={inv}")
+  # half of the training list held out: validation, test and ImageNet splits of 50 images, one metric compilation
+  one_step = "train.steps_per_dispatch=1"  # no scan to compile for this class count
+  rc = train(tmp_path / "wv", f"dataset.name=webvision_mini:{replicas['webvision']}", "train.epochs=1", *R.SHAPE,
+             f"dataset.extra_test={inv}", "dataset.val_fraction=0.5", one_step)
   assert rc == 0
   wv = json.load(open(tmp_path / "wv" / "results.json"))
-  assert wv["data"]["num_classes"] == 50 and set(wv["extra_test"]) == {inv}
+  assert wv["data"]["num_classes"] == 50 and set(wv["extra_test"]) == {inv} and wv["steps"] == 50 // 8
   assert 0 <= wv["extra_test"][inv]["raw"]["accuracy"] <= 1
   assert train(tmp_path / "med", f"dataset.name=medmnist:pathmnist:{replicas['medmnist']}", "train.epochs=1",
-               "train.batch_size=8") == 0
-  assert json.load(open(tmp_path / "med" / "results.json"))["data"]["num_classes"] == 9
+               *R.SHAPE, one_step) == 0
+  med = json.load(open(tmp_path / "med" / "results.json"))
+  assert med["data"]["num_classes"] == 9 and med["steps"] == 64 // 8
 
 
 def test_run_stopped_mid_epoch_resumes_bit_exactly(replicas, clothing_run, tmp_path, monkeypatch):
@@ -252,23 +227,27 @@ def test_run_stopped_mid_epoch_resumes_bit_exactly(replicas, clothing_run, tmp_p
 
 
 def test_training_over_data_larger_than_a_memory_limit(clothing_run, tmp_path):
-  """2,000 JPEGs at 224x224 decode to 301 MB of uint8 (1.2 GB as float32); one epoch of training with the default
-  MLP must allocate less than 150 MB of NumPy/Python memory at its peak (tracemalloc follows NumPy's buffers), so the
-  images cannot have been held in memory together. (After ``clothing_run``: the modules a run imports are loaded
-  before tracing starts, so their objects do not count.)"""
+  """800 JPEGs at 224x224 decode to 120 MB of uint8 (482 MB as float32); one epoch of training with the default
+  MLP (one hidden unit: 150k weights, a cheap step on 8 CPU devices) must allocate less than half of that, 60 MB, of
+  NumPy/Python memory at its peak (tracemalloc follows NumPy's buffers), so the images cannot have been held in memory
+  together (about 32 MB measured). What it may hold: the reader's batches in flight and ready (2 + 2, 4.8 MB each as
+  float32) and the batch on its way to the device, one step per dispatch (``train.steps_per_dispatch=1``; by default
+  a dispatch stacks up to 32 MB of batches, which would need a replica twice as large to stay under half its size).
+  (After ``clothing_run``: the modules a run imports are loaded before tracing starts, so their objects do not
+  count.)"""
   root = str(tmp_path / "c1m")
-  R.make_clothing1m(root, n_train=2000, n_val=8, n_test=8, size=224, same_image=True)
-  decoded = 2000 * 224 * 224 * 3
-  limit = decoded // 2  # 150 MB; a batch of 8 is 4.8 MB as float32
+  R.make_clothing1m(root, n_train=800, size=224, same_image=True)
+  decoded = 800 * 224 * 224 * 3
+  limit = decoded // 2
   tracemalloc.start()
   try:
     rc = train(tmp_path / "w", f"dataset.name=clothing1m:{root}", "train.epochs=1", "train.batch_size=8",
-               "model.kwargs={'hidden': (8,)}", "train.eval_batch_size=8", "train.log_every_steps=250",
+               "model.kwargs={'hidden': (1,)}", "train.log_every_steps=100", "train.steps_per_dispatch=1",
                "dataset.resize=224", "dataset.augment=flip")  # decode and flip only: no resampling to pay for
     _, peak = tracemalloc.get_traced_memory()
   finally:
     tracemalloc.stop()
   assert rc == 0
   results = json.load(open(tmp_path / "w" / "results.json"))
-  assert results["steps"] == 250 and results["data"]["num_examples"]["train"] == 2000
+  assert results["steps"] == 100 and results["data"]["num_examples"]["train"] == 800
   assert peak < limit, f"peak traced memory {peak / 2**20:.0f} MB"

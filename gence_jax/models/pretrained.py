@@ -88,7 +88,7 @@ def torchvision_to_flax(sd: Mapping[str, np.ndarray], *, with_head: bool = False
 
 
 def _merge(template: Any, loaded: Mapping, path: str, what: str) -> tuple[Any, int]:
-  """``template`` (a nested dict of arrays) with every entry of ``loaded`` put in place; a name or shape that does
+  """``template`` (a nested dict of arrays, or of ``jax.ShapeDtypeStruct``: only shapes and dtypes are read) with every entry of ``loaded`` put in place; a name or shape that does
   not match is a ValueError naming it. Returns the new tree and the number of arrays replaced."""
   out, count = dict(template), 0
   for key, value in loaded.items():
@@ -103,7 +103,7 @@ def _merge(template: Any, loaded: Mapping, path: str, what: str) -> tuple[Any, i
       raise ValueError(
         f"pretrained weights {what}: {where} has shape {tuple(value.shape)}, the model {tuple(np.shape(template[key]))}"
       )
-    out[key] = np.asarray(value, np.asarray(template[key]).dtype)
+    out[key] = np.asarray(value, template[key].dtype)
     count += 1
   missing = [k for k in template if k not in loaded and k != "head"] if not path else []
   if missing:
