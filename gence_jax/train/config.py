@@ -16,7 +16,7 @@ import ml_collections
 from gence_jax.train.specs import parse_assignment
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
 DTYPES = ("float32", "bfloat16")
 MODES = ("jit", "pmap")
 
@@ -58,6 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.warmup_epochs = 0.0
   c.optimizer.step_epochs = (0.5, 0.75)  # fractions of training (or epochs if > 1) for the "step" schedule
   c.optimizer.step_factor = 0.1
+  c.optimizer.decay_rate = 0.97  # the "exponential" schedule: the rate is multiplied by this after every epoch
   c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping; the papers use 5.0
 
   c.train = ml_collections.ConfigDict()
