@@ -2,7 +2,10 @@
 are checked by name only), and every ``gence-jax`` command in its docstring parses and plans: each (loss spec, regime)
 cell of a ``compare`` command validates, its ``--select`` groups and ``--columns`` are accepted.
 
-The paper-protocol configs are also checked against the protocols they document (experiments/PROTOCOLS.md).
+The paper-protocol configs are also checked against the protocols they document (experiments/PROTOCOLS.md). The
+configs of the real-world releases (WebVision, Clothing-1M, MedMNIST) name placeholder folders and files; here they
+are pointed at the replicas of tests/_replicas.py, and each of them also runs end to end on its replica with a small
+model.
 """
 
 import glob
@@ -11,7 +14,9 @@ import shlex
 
 import pytest
 
+import _replicas as R
 from gence_jax import cli, train
+from gence_jax.data.spec import parse_dataset_spec
 from gence_jax.train.compare import parse_columns, plan_grid, selection_groups
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +47,26 @@ def needs_missing_shared_data(path):
   return SHARED_DATA in text and not os.path.isdir(os.path.join(REPO, SHARED_DATA))
 
 
+def on_replicas(config, replicas, tmp_path):
+  """``config`` with its release folder, MedMNIST file, extra test folder and pretrained weights (placeholders under
+  the repository root in the configs) pointed at the test's replicas; the weights at an empty file (validation only
+  checks that it exists)."""
+  spec = parse_dataset_spec(config.dataset.name)
+  local = {
+    "webvision_mini": f"webvision_mini:{replicas['webvision']}",
+    "clothing1m": f"clothing1m:{replicas['clothing1m']}",
+    "medmnist": f"medmnist:{spec.tfds_name}:{replicas['medmnist']}",
+  }
+  config.dataset.name = local.get(spec.kind, config.dataset.name)
+  if config.dataset.get("extra_test"):
+    config.dataset.extra_test = f"imagenet_val:{replicas['imagenet_val']}"
+  if config.model.get("pretrained"):
+    weights = tmp_path / "weights.safetensors"
+    weights.touch()
+    config.model.pretrained = str(weights)
+  return config
+
+
 def test_configs_found():
   names = {os.path.basename(p) for p in CONFIGS}
   assert {
@@ -52,15 +77,18 @@ def test_configs_found():
     "mgce_table3_tabular_mlp.py",
     "gence_cifar10_resnet18.py",
     "gence_cifar100_resnet18.py",
+    "mgce_webvision_mini.py",
+    "mgce_clothing1m.py",
+    "gence_medmnist.py",
   } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_validates_and_its_commands_plan(path, tmp_path, monkeypatch):
+def test_config_validates_and_its_commands_plan(path, tmp_path, monkeypatch, replicas):
   if needs_missing_shared_data(path):
     pytest.skip(f"{SHARED_DATA} is not on this machine")
   monkeypatch.chdir(REPO)  # relative data paths in configs are relative to the repository root
-  train.validate(train.load_config(path))
+  train.validate(on_replicas(train.load_config(path), replicas, tmp_path))
   commands = docstring_commands(path)
   assert commands, f"{path}: no gence-jax command in the docstring"
   npz = tmp_path / "data.npz"  # stands in for a user's data file ("path/to/data.npz")
@@ -73,7 +101,7 @@ def test_config_validates_and_its_commands_plan(path, tmp_path, monkeypatch):
     argv = [a.replace("dataset.name=path/to/data.npz", f"dataset.name={npz}") for a in argv[1:]]
     args = cli.build_parser().parse_args(argv)
     assert args.config and os.path.samefile(args.config, path), argv
-    config = train.apply_overrides(train.load_config(args.config), args.set)
+    config = on_replicas(train.apply_overrides(train.load_config(args.config), args.set), replicas, tmp_path)
     train.validate(config)
     if args.command == "compare":
       regimes = ["" if r == "clean" else r for r in args.regimes]
@@ -139,6 +167,59 @@ def test_mgce_table3_and_gence_protocols():
     assert args.losses == ["cross_entropy", "gence", "flsd53", "adafocal", "dual_focal:gamma=2.0"]
     assert args.seeds == list(range(10)) and args.regimes[0] == "clean" and "longtail:exp:100" in args.regimes
     assert {"ece", "classwise_ece", "ece:ts", "ece:ats"} <= set(args.columns)
+
+
+def test_mgce_real_world_protocols():
+  """Appendix G.2 (WebVision mini) and G.3 (Clothing-1M): ResNet-50 (ImageNet stem) at 224x224, SGD momentum 0.9,
+  batch 512, MGCE's L1 weight; WebVision 250 epochs of lr 0.4 x 0.97 per epoch with shift + jitter + flip and the
+  ILSVRC2012 classes as a second test split; Clothing-1M 10 epochs of lr 0.002 / 10 halfway, from ImageNet weights."""
+  from gence_jax.train.optim import make_schedule
+
+  for name in ("mgce_webvision_mini.py", "mgce_clothing1m.py"):
+    c = _load(name)
+    assert (c.model.name, c.model.kwargs.stem, c.dataset.image_size) == ("resnet50", "imagenet", 224)
+    assert (c.optimizer.name, c.optimizer.momentum, c.train.batch_size, c.optimizer.weight_decay) == ("sgd", 0.9, 512, 0)
+    assert c.loss.l1 < 0  # MGCE's default lambda = 1e-5
+    (compare,) = [a for a in docstring_commands(os.path.join(REPO, "experiments", "configs", name)) if a[1] == "compare"]
+    args = cli.build_parser().parse_args(compare[1:])
+    assert args.regimes == ["clean"] and args.select == ["mgce"] and "mgce:beta=1.43" in args.losses
+  wv = _load("mgce_webvision_mini.py")
+  assert wv.dataset.name.startswith("webvision_mini:") and wv.dataset.extra_test.startswith("imagenet_val:")
+  assert (wv.train.epochs, wv.optimizer.learning_rate, wv.dataset.augment, wv.model.pretrained) == (250, 0.4, "default", "")
+  spe = 116  # floor(0.9 * 66k / 512)
+  lr = make_schedule(wv.optimizer, 250 * spe, spe)
+  for step, expected in ((0, 0.4), (spe - 1, 0.4), (spe, 0.4 * 0.97), (10 * spe + 5, 0.4 * 0.97**10)):
+    assert float(lr(step)) == pytest.approx(expected, rel=1e-6), step  # float32
+  from gence_jax.data.stream import DEFAULT_AUGMENT
+
+  assert DEFAULT_AUGMENT["webvision_mini"] == ("shift", "jitter", "flip")
+  cl = _load("mgce_clothing1m.py")
+  assert cl.dataset.name.startswith("clothing1m:") and cl.model.pretrained.endswith("resnet50-0676ba61.pth")
+  assert (cl.train.epochs, cl.optimizer.learning_rate, cl.train.eval_every_epochs) == (10, 0.002, 1)
+  spe = 1953  # floor(1M / 512)
+  lr = make_schedule(cl.optimizer, 10 * spe, spe)
+  assert [round(float(lr(s)), 7) for s in (0, 5 * spe - 1, 5 * spe, 10 * spe - 1)] == [0.002, 0.002, 0.0002, 0.0002]
+
+
+@pytest.mark.parametrize("name", ["mgce_webvision_mini.py", "mgce_clothing1m.py", "gence_medmnist.py"])
+def test_real_world_configs_run_on_replicas(name, replicas, tmp_path):
+  """Each new config end to end on its replica, with the default MLP instead of the ResNet (no weights to load), one
+  epoch of batch 8 at 28x28 (the shapes of tests/test_stream.py's runs), batches prepared in the training thread."""
+  import json
+
+  config = os.path.join(REPO, "experiments", "configs", name)
+  local = on_replicas(train.load_config(config), replicas, tmp_path)
+  sets = [f"dataset.name={local.dataset.name}", f"dataset.extra_test={local.dataset.extra_test}", "model.name=mlp",
+          "model.kwargs={'hidden': (256,)}", "model.pretrained=", "train.epochs=1", *R.SHAPE, "train.data_workers=0",
+          "train.steps_per_dispatch=1"]
+  if name == "mgce_webvision_mini.py":
+    sets.append("dataset.val_fraction=0.5")  # validation, test and ImageNet splits of 50, as tests/test_stream.py's run
+  assert R.train(tmp_path / "w", *sets, config=config) == 0
+  results = json.load(open(tmp_path / "w" / "results.json"))
+  assert results["steps"] == {"mgce_webvision_mini.py": 50, "mgce_clothing1m.py": 40, "gence_medmnist.py": 64}[name] // 8
+  assert 0 <= results["test"]["raw"]["accuracy"] <= 1
+  if name == "mgce_webvision_mini.py":
+    assert list(results["extra_test"]) == [local.dataset.extra_test]
 
 
 @pytest.mark.slow

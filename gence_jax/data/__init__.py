@@ -11,13 +11,14 @@ Quick start::
     for batch in ds.eval_batches("test", 500):                             # padded last batch, mask marks real rows
         ...
     ds.info["regimes"]                                                     # what each regime realised
+    ds = data.load_stream_dataset("clothing1m:/data/clothing1m", seed=0)  # image files streamed from disk (grain)
 
 TensorFlow / tensorflow_datasets, scikit-learn and PIL are imported only inside the loaders that need them.
 Every accepted dataset name is parsed by :func:`parse_dataset_spec` (no I/O); data is checked as it is loaded, and bad
 data raises :class:`DataError` (a ValueError) naming the dataset, the array and the first bad row.
 """
 
-from gence_jax.data import ood, regimes, sources
+from gence_jax.data import ood, regimes, releases, sources, stream
 from gence_jax.data.dataset import Dataset, apply_regimes, build_dataset, from_arrays, load_dataset
 from gence_jax.data.ood import load_ood_inputs, load_ood_sets, parse_ood_datasets
 from gence_jax.data.pipeline import (
@@ -66,6 +67,7 @@ from gence_jax.data.sources import (
   RawData,
   load_cifar_n,
   load_digits,
+  load_medmnist,
   load_npz,
   load_tfds,
   load_tiny_imagenet,
@@ -79,11 +81,16 @@ from gence_jax.data.spec import (
   data_fingerprint,
   parse_dataset_spec,
 )
+from gence_jax.data.stream import StreamingDataset, load_stream_dataset
 from gence_jax.data.validate import DataError, DataWarning, validate_arrays, validate_splits
 
 __all__ = [
   "regimes",
   "ood",
+  "releases",
+  "stream",
+  "StreamingDataset",
+  "load_stream_dataset",
   "DatasetSpec",
   "parse_dataset_spec",
   "check_dataset_spec",

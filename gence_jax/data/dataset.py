@@ -422,6 +422,7 @@ _KNOWN = [
   "cifar100_n/<label set>",
   "tfds:<name>",
   "tiny_imagenet:<folder>",
+  "medmnist:<name>:<file.npz>",
   "<folder>",
   "<file>.npz",
 ]
@@ -457,6 +458,10 @@ def _resolve_raw(
     if spec.path is None:
       raise ValueError(f"dataset {spec.name!r} needs data_dir (the Tiny-ImageNet folder) or 'tiny_imagenet:<folder>'")
     return _src.load_tiny_imagenet(tiny_imagenet_folder(spec.path), cache_path=cache_path)
+  if spec.kind == "medmnist":
+    return _src.load_medmnist(spec.tfds_name, spec.path)
+  if spec.kind in ("webvision_mini", "clothing1m", "imagenet_val"):
+    raise ValueError(f"dataset {spec.name!r} is streamed from disk: load it with gence_jax.data.load_stream_dataset")
   path = spec.path
   if spec.kind == "npz" and os.path.isfile(path):
     return _src.load_npz(path, num_classes=num_classes, test_fraction=test_fraction, test_seed=test_seed)
@@ -501,6 +506,8 @@ def load_dataset(
     their true labels are kept as the clean labels;
   * ``"tiny_imagenet:<folder>"``, a Tiny-ImageNet folder, or ``"tiny_imagenet"`` with ``data_dir``
     (``cache_path``: optional ``.npz`` cache of the decoded images);
+  * ``"medmnist:<name>:<file.npz>"``: a MedMNIST v2 2-D set, its validation split kept
+    (:func:`gence_jax.data.load_medmnist`);
   * a path to an ``.npz`` file (``x_train, y_train, x_test, y_test`` [``x_val, y_val``] or ``x, y``);
   * a mapping of NumPy arrays with the same keys.
 

@@ -1,4 +1,4 @@
-"""Raw data sources: TFDS, Tiny-ImageNet folders, scikit-learn digits, ``.npz`` files and in-memory arrays.
+"""Raw data sources: TFDS, Tiny-ImageNet folders, scikit-learn digits, ``.npz`` files, MedMNIST and in-memory arrays.
 
 Each loader returns a :class:`RawData` (train and test arrays, number of classes, names, provenance; for the
 human-noise sets CIFAR-10N/100N also the clean training labels);
@@ -29,6 +29,8 @@ __all__ = [
   "load_tiny_imagenet",
   "load_digits",
   "load_npz",
+  "load_medmnist",
+  "MEDMNIST_CLASSES",
   "raw_from_arrays",
   "raw_from_mapping",
 ]
@@ -678,3 +680,57 @@ def raw_from_mapping(
   if {"x", "y"} <= keys:
     return raw_from_arrays(arrays["x"], arrays["y"], **common)
   raise ValueError(f"{what}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {sorted(keys)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MedMNIST v2
+# ---------------------------------------------------------------------------------------------------------------
+
+#: MedMNIST v2 2-D single-label sets and their number of classes (Yang et al. 2023, "MedMNIST v2 - A large-scale
+#: lightweight benchmark for 2D and 3D biomedical image classification", Scientific Data, Table 1). ChestMNIST is
+#: multi-label (14 binary labels) and refused.
+MEDMNIST_CLASSES: dict[str, int] = {
+  "pathmnist": 9,
+  "dermamnist": 7,
+  "octmnist": 4,
+  "pneumoniamnist": 2,
+  "retinamnist": 5,
+  "breastmnist": 2,
+  "bloodmnist": 8,
+  "tissuemnist": 8,
+  "organamnist": 11,
+  "organcmnist": 11,
+  "organsmnist": 11,
+}
+MEDMNIST_MULTILABEL = ("chestmnist",)
+
+
+def load_medmnist(name: str, path: str | os.PathLike) -> RawData:
+  """A MedMNIST v2 2-D set from the package's ``.npz`` (``train_images``, ``train_labels`` ``[N, 1]``, ``val_*``,
+  ``test_*``; 28x28 or larger, grayscale ``[N, H, W]`` or RGB ``[N, H, W, 3]``), its own validation split kept.
+
+  ``name`` is the set (``pathmnist``, ``dermamnist``, ..., :data:`MEDMNIST_CLASSES`; the number of classes comes from
+  that table, an unknown name takes ``max(label) + 1``). ChestMNIST (multi-label) and any file whose labels have
+  more than one column are a :class:`~gence_jax.data.DataError`."""
+  from gence_jax.data.validate import DataError, read_npz, validate_arrays
+
+  p, key = os.fspath(path), name.lower()
+  if key in MEDMNIST_MULTILABEL:
+    raise DataError(f"dataset 'medmnist:{name}': {name} is multi-label (14 binary findings); only single-label sets")
+  arrays = read_npz(p)
+  need = [f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")]
+  missing = [k for k in need if k not in arrays]
+  if missing:
+    raise DataError(f"dataset {p!r}: not a MedMNIST .npz, missing {missing}")
+  out = {}
+  for split in ("train", "val", "test"):
+    y = np.asarray(arrays[f"{split}_labels"])
+    if y.ndim == 2 and y.shape[1] != 1:
+      raise DataError(f"dataset {p!r}: {split}_labels has {y.shape[1]} columns: multi-label sets are not supported")
+    out[f"x_{split}"], out[f"y_{split}"] = arrays[f"{split}_images"], y.reshape(len(y))
+  validate_arrays(out, what=p, num_classes=MEDMNIST_CLASSES.get(key))
+  raw = raw_from_mapping(
+    out, what=p, name=key, source={"kind": "medmnist", "path": p, "set": key}, num_classes=MEDMNIST_CLASSES.get(key)
+  )
+  raw.default_augment = "none"
+  return raw

@@ -14,6 +14,10 @@ goes through :func:`parse_dataset_spec`, so the rules live here only. Keywords a
 * ``tiny_imagenet``, ``tiny-imagenet``, ``tiny_imagenet_200``, ``tiny-imagenet-200`` -> ``tiny_imagenet``: the
   folder given as ``data_dir``;
 * ``<path>.npz`` -> ``npz``: an ``.npz`` file;
+* ``webvision_mini:<root>`` -> ``webvision_mini`` and ``clothing1m:<root>`` -> ``clothing1m``: a release folder,
+  streamed from disk (:mod:`gence_jax.data.stream`); ``imagenet_val:<folder>`` -> ``imagenet_val`` (a second test
+  split only, ``dataset.extra_test``);
+* ``medmnist:<name>:<file.npz>`` -> ``medmnist``: a MedMNIST v2 2-D set (``tfds_name`` holds the set's name);
 * anything else -> ``folder``: a local folder (the Tiny-ImageNet layout, with ``wnids.txt``).
 
 A Tiny-ImageNet folder may be the extracted ``tiny-imagenet-200`` folder itself or the folder that contains it.
@@ -42,7 +46,9 @@ __all__ = [
   "tiny_imagenet_folder",
 ]
 
-KINDS = ("digits", "tfds", "tiny_imagenet", "npz", "folder")
+KINDS = ("digits", "tfds", "tiny_imagenet", "npz", "folder", "webvision_mini", "clothing1m", "imagenet_val", "medmnist")
+#: Kinds read from image files on disk by the streaming pipeline (never into memory whole).
+STREAM_KINDS = ("webvision_mini", "clothing1m")
 TINY_IMAGENET_NAMES = ("tiny_imagenet", "tiny-imagenet", "tiny_imagenet_200", "tiny-imagenet-200")
 TINY_IMAGENET_PREFIXES = ("tiny_imagenet:", "tiny-imagenet:")
 TINY_IMAGENET_SUBFOLDER = "tiny-imagenet-200"
@@ -100,6 +106,14 @@ def parse_dataset_spec(name: str | os.PathLike, data_dir: str | os.PathLike | No
     if not name[5:].strip():
       raise ValueError(f"parse_dataset_spec: `name` {name!r} has no TFDS dataset name after 'tfds:'")
     return DatasetSpec("tfds", name, tfds_name=name[5:], data_dir=ddir)
+  for kind in ("webvision_mini", "clothing1m", "imagenet_val"):
+    if low.startswith(kind + ":"):
+      return DatasetSpec(kind, name, path=name[len(kind) + 1 :], data_dir=ddir)
+  if low.startswith("medmnist:"):
+    sub, colon, path = name[len("medmnist:") :].partition(":")
+    if not colon or not sub or not path:
+      raise ValueError(f"parse_dataset_spec: `name` {name!r}: expected 'medmnist:<name>:<file.npz>'")
+    return DatasetSpec("medmnist", name, tfds_name=sub.lower(), path=path, data_dir=ddir)
   for prefix in TINY_IMAGENET_PREFIXES:
     if low.startswith(prefix):
       return DatasetSpec("tiny_imagenet", name, path=name[len(prefix) :], data_dir=ddir)
@@ -157,9 +171,13 @@ def check_dataset_spec(spec: DatasetSpec, *, key: str = "dataset.name") -> None:
     if not os.path.isdir(spec.path):
       raise FileNotFoundError(f"config key {key!r}: Tiny-ImageNet folder not found: {spec.path!r}")
     return
-  if spec.kind == "npz":
+  if spec.kind in ("npz", "medmnist"):
     if not os.path.isfile(spec.path):
-      raise FileNotFoundError(f"config key {key!r}: file not found: {spec.name!r}")
+      raise FileNotFoundError(f"config key {key!r}: file not found: {spec.path!r}")
+    return
+  if spec.kind in ("webvision_mini", "clothing1m", "imagenet_val"):
+    if not os.path.isdir(spec.path):
+      raise FileNotFoundError(f"config key {key!r}: {spec.kind} folder not found: {spec.path!r}")
     return
   if spec.kind == "folder" and os.path.isdir(spec.path):
     return
@@ -229,6 +247,23 @@ def _folder_source(folder: str | None) -> dict[str, Any]:
   return out
 
 
+def _release_source(spec: DatasetSpec) -> dict[str, Any]:
+  """A release folder's identity: the size and SHA-256 of each of its list files (the images are not hashed)."""
+  from gence_jax.data import releases
+
+  if spec.kind == "webvision_mini":
+    folder = os.path.join(spec.path, "info")
+    names = ("train_filelist_google.txt", "val_filelist.txt")
+  else:
+    folder = releases.clothing1m_list_dir(spec.path)
+    names = releases.CLOTHING1M_FILES
+  out: dict[str, Any] = {"folder": os.path.abspath(spec.path), "images_hashed": False}
+  for name in names:
+    p = os.path.join(folder, name)
+    out[name] = {"size": os.path.getsize(p), "sha256": file_sha256(p)} if os.path.isfile(p) else None
+  return out
+
+
 def data_fingerprint(
   name: str | os.PathLike,
   *,
@@ -269,7 +304,9 @@ def data_fingerprint(
     raise ValueError(f"data_fingerprint: `val_fraction` must lie in [0, 1), got {val_fraction!r}")
   regs = parse_regimes(regimes or None)
   source: dict[str, Any]
-  if spec.kind == "npz":
+  if spec.kind in ("webvision_mini", "clothing1m"):
+    source = _release_source(spec)
+  elif spec.kind in ("npz", "medmnist"):
     if not os.path.isfile(spec.path):
       raise FileNotFoundError(f"data_fingerprint: `name`: file not found: {spec.path!r}")
     source = {

@@ -16,7 +16,7 @@ import ml_collections
 from gence_jax.train.specs import parse_assignment
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
 DTYPES = ("float32", "bfloat16")
 MODES = ("jit", "pmap")
 #: The program's defaults of ``model.kwargs`` per built-in model (Linen or ``nnx:``), under the entries a config
@@ -35,7 +35,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.val_fraction = 0.1
   c.dataset.regimes = ""  # e.g. "symmetric:0.4" or "longtail:exp:100,small:20"; see gence_jax.data.parse_regimes
   c.dataset.as_images = False  # digits as 8x8x1 images (for CNNs) instead of 64 features
-  c.dataset.augment = "default"  # "default", "none", "crop_flip", "crop", "flip"
+  c.dataset.augment = "default"  # "default", "none", "crop_flip", "crop", "flip"; streamed: "rrc,shift,crop,jitter,flip"
+  c.dataset.image_size = 224  # streamed datasets (webvision_mini:, clothing1m:): the side of the square inputs
+  c.dataset.resize = 0  # streamed: shorter side before the centre/random crop; 0 = round(image_size * 256 / 224)
+  c.dataset.extra_test = ""  # streamed: further test splits reported beside the test split ("imagenet_val:<folder>")
+  c.dataset.skip_unreadable = False  # streamed: skip (and count) unreadable images instead of stopping (exit 3)
 
   c.model = ml_collections.ConfigDict()
   # a registry name (mlp, cnn, resnet18, ...), "nnx:<name>" (the NNX version), or a user's factory:
@@ -43,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.name = "mlp"
   # passed to the model constructor or factory, on top of the chosen model's defaults (MODEL_DEFAULTS)
   c.model.kwargs = ml_collections.ConfigDict()
+  c.model.pretrained = ""  # a torchvision ResNet state dict (.pth, .safetensors, .npz): gence_jax.models.pretrained
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "cross_entropy"
@@ -59,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.warmup_epochs = 0.0
   c.optimizer.step_epochs = (0.5, 0.75)  # fractions of training (or epochs if > 1) for the "step" schedule
   c.optimizer.step_factor = 0.1
+  c.optimizer.decay_rate = 0.97  # the "exponential" schedule: the rate is multiplied by this after every epoch
   c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping; the papers use 5.0
 
   c.train = ml_collections.ConfigDict()
@@ -264,6 +270,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise ValueError(f"config key 'dataset.regimes': {e}") from None
   check_dataset_name(config.dataset.name, config.dataset.data_dir)
+  _validate_stream(config)
   if "ood" in config:  # configs built by hand without the block have no OOD sets
     _validate_ood(config)
 
@@ -309,6 +316,28 @@ def _validate_model(config) -> None:
     models.get_model(base, num_classes=2, **kwargs)  # the NNX built-ins take the same keywords
   except TypeError as e:
     raise ValueError(f"config key 'model.kwargs': {e}") from None
+
+
+def _validate_stream(config) -> None:
+  """The keys of streamed datasets: ``image_size``, ``resize``, ``extra_test`` (only with a streamed dataset) and
+  ``model.pretrained`` (an existing file)."""
+  from gence_jax.data.spec import STREAM_KINDS, check_dataset_name, parse_dataset_spec
+
+  d = config.dataset
+  if "image_size" not in d:  # configs built by hand without the keys
+    return
+  if d.image_size < 8 or d.resize < 0 or (d.resize and d.resize < d.image_size):
+    raise ValueError(f"config keys 'dataset.image_size' ({d.image_size}) must be >= 8 and 'dataset.resize' ({d.resize}) 0 or >= it")
+  extras = [e.strip() for e in d.extra_test.split(",") if e.strip()]
+  if extras and parse_dataset_spec(d.name).kind not in STREAM_KINDS:
+    raise ValueError(f"config key 'dataset.extra_test' needs a streamed dataset (webvision_mini:, clothing1m:), not {d.name!r}")
+  for extra in extras:
+    if parse_dataset_spec(extra).kind != "imagenet_val":
+      raise ValueError(f"config key 'dataset.extra_test': {extra!r} is not 'imagenet_val:<folder>'")
+    check_dataset_name(extra, None, key="dataset.extra_test")
+  pretrained = config.model.get("pretrained", "")
+  if pretrained and not os.path.isfile(pretrained):
+    raise FileNotFoundError(f"config key 'model.pretrained': file not found: {pretrained!r}")
 
 
 def _validate_ood(config) -> None:

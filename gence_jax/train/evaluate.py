@@ -45,9 +45,15 @@ def predict_arrays(executor, state, x, y, normalizer, batch_size: int) -> tuple[
 
   Every process holds all of `x` and predicts its rows of each global batch; the logits are gathered from all
   processes."""
-  logits, labels = [], []
   pi, pc = jax.process_index(), jax.process_count()
-  for batch in eval_batches(x, y, batch_size=batch_size, normalizer=normalizer, process_index=pi, process_count=pc):
+  batches = eval_batches(x, y, batch_size=batch_size, normalizer=normalizer, process_index=pi, process_count=pc)
+  return predict_batches(executor, state, batches)
+
+
+def predict_batches(executor, state, batches) -> tuple[np.ndarray, np.ndarray]:
+  """float32 logits and labels of the real rows (``mask``) of evaluation `batches`, gathered from all processes."""
+  logits, labels = [], []
+  for batch in batches:
     out = _gather(executor.predict(state, batch["x"]))
     mask, lab = _gather(batch["mask"]), _gather(batch["label"])
     logits.append(out[mask])
@@ -56,9 +62,10 @@ def predict_arrays(executor, state, x, y, normalizer, batch_size: int) -> tuple[
 
 
 def predict_split(executor, state, data, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """float32 logits and labels of every example of `split` (``"train"``, ``"val"`` or ``"test"``)."""
-  x, y = data.split(split)
-  return predict_arrays(executor, state, x, y, data.normalizer, batch_size)
+  """float32 logits and labels of every example of `split` (``"train"``, ``"val"``, ``"test"``; a streamed dataset's
+  extra test splits by name), through the dataset's own evaluation iterator (normalised, no augmentation)."""
+  pi, pc = jax.process_index(), jax.process_count()
+  return predict_batches(executor, state, data.eval_batches(split, batch_size, process_index=pi, process_count=pc))
 
 
 def _bootstrap_record(intervals: dict, resamples: int, seed: int) -> dict:

@@ -31,7 +31,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gence_jax import losses, models
-from gence_jax.data import load_dataset
+from gence_jax.data import load_dataset, load_stream_dataset
+from gence_jax.data.spec import STREAM_KINDS, parse_dataset_spec
 from gence_jax.data.mixing import get_mix
 from gence_jax.train import distributed, identity, ood
 from gence_jax.train.checkpoint import Checkpointer
@@ -55,6 +56,8 @@ __all__ = ["REPORTED", "TrainingDivergedError", "train_and_evaluate"]
 
 #: Upper bound on the bytes of one dispatched chunk of training batches (``train.steps_per_dispatch = 0``).
 CHUNK_BYTES = 256 << 20
+#: The same bound for a streamed dataset: host memory stays bounded by the pipeline's buffers, not the chunk.
+STREAM_CHUNK_BYTES = 32 << 20
 
 
 class TrainingDivergedError(RuntimeError):
@@ -90,6 +93,7 @@ class Run:
   train_seconds: float = 0.0
   lock: Any = None  # the work directory's lease (`identity.WorkdirLock`): its heartbeat carries the step
   schedule: Any = None  # the learning rate at a step (logged with the training metrics)
+  pretrained: dict | None = None
 
   def close(self) -> None:
     try:
@@ -156,7 +160,21 @@ def check_devices(config) -> None:
 
 
 def load_data(config):
-  """The configured dataset, regimes applied (what every run trains and evaluates on)."""
+  """The configured dataset, regimes applied (what every run trains and evaluates on): a release layout
+  (``webvision_mini:``, ``clothing1m:``) streamed from disk, anything else in memory."""
+  d = config.dataset
+  if parse_dataset_spec(d.name).kind in STREAM_KINDS:
+    return load_stream_dataset(
+      d.name,
+      seed=config.seed,
+      val_fraction=d.val_fraction,
+      regimes=d.regimes or (),
+      image_size=d.image_size,
+      resize=d.resize,
+      augment=d.augment,
+      extra_test=[e.strip() for e in d.extra_test.split(",") if e.strip()],
+      skip_unreadable=d.skip_unreadable,
+    )
   return load_dataset(
     config.dataset.name,
     seed=config.seed,
@@ -167,13 +185,13 @@ def load_data(config):
   )
 
 
-def _initial_state(config, model, tx, loss, data, executor, key) -> TrainState:
+def _initial_state(config, model, tx, loss, data, executor, key) -> tuple[TrainState, dict | None]:
+  """The initial state (with ``model.pretrained``'s weights, the head re-initialised) and what was loaded."""
   sample = jnp.zeros((1, *data.input_shape), jnp.float32)
   try:
     state = create_state(model, tx, key, sample, loss.init_state())
     if models.is_reference(config.model.name):
       _check_logits(config, model, state, sample, data.num_classes)
-    return executor.restore_template(state)
   except (TypeError, ValueError) as e:
     if isinstance(e, ConfigError):
       raise
@@ -181,6 +199,17 @@ def _initial_state(config, model, tx, loss, data, executor, key) -> TrainState:
       f"config key 'model.kwargs': cannot build {config.model.name!r} with "
       f"{dict(config.model.kwargs)} on inputs of shape {data.input_shape}: {type(e).__name__}: {e}"
     ) from e
+  record = None
+  if config.model.get("pretrained", ""):
+    from gence_jax.models.pretrained import apply_pretrained
+
+    try:
+      params, stats, record = apply_pretrained(state.params, state.batch_stats, config.model.pretrained)
+    except (KeyError, ValueError) as e:
+      raise ConfigError(f"config key 'model.pretrained' ({config.model.name!r}): {type(e).__name__}: {e}") from None
+    params, stats = jax.tree_util.tree_map(jnp.asarray, (params, stats))
+    state = state.replace(params=params, batch_stats=stats, opt_state=tx.init(params))
+  return executor.restore_template(state), record
 
 
 def _check_logits(config, model, state, sample, num_classes: int) -> None:
@@ -199,7 +228,8 @@ def setup(config, workdir: str) -> Run:
   t0 = time.time()
   data = load_data(config)
   # OOD sets are loaded (and their shapes checked) before training, so a bad one fails now, not after the run
-  ood_sets = ood.prepare_ood_sets(config, data.input_shape, data.x_test.dtype, data.name) if ood.has_ood(config) else {}
+  dtype = data.x_dtype if getattr(data, "streamed", False) else data.x_test.dtype
+  ood_sets = ood.prepare_ood_sets(config, data.input_shape, dtype, data.name) if ood.has_ood(config) else {}
   loss = build_loss(config, data)
   init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
   bn_axis = "data" if config.train.mode == "pmap" else None
@@ -222,10 +252,10 @@ def setup(config, workdir: str) -> Run:
     repr(config.optimizer.to_dict()),
     total_steps,
     steps_per_epoch,
-    (config.train.mix, config.train.mix_alpha),
+    (config.train.mix, config.train.mix_alpha, config.train.cutmix_prob),
   )
   executor = make_executor(config.train.mode, model, loss, tx, l1=l1, mix=mix, cache_key=cache_key)
-  state = _initial_state(config, model, tx, loss, data, executor, init_key)
+  state, pretrained = _initial_state(config, model, tx, loss, data, executor, init_key)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
   restored, start_step = ckpt.restore_latest(state)
   if start_step > total_steps:
@@ -237,7 +267,7 @@ def setup(config, workdir: str) -> Run:
   writer = MetricsWriter(workdir, tensorboard=config.outputs.tensorboard, resume_step=start_step)
   run = Run(
     config, workdir, data, loss, model, executor, l1, steps_per_epoch, total_steps, start_step, state, step_key,
-    ckpt, selection_keepers(workdir, data), writer, ood_sets, t0,
+    ckpt, selection_keepers(workdir, data), writer, ood_sets, t0, pretrained=pretrained,
   )
   run.schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
   if restored is not None:
@@ -261,7 +291,8 @@ def chunk_length(step: int, run: Run) -> int:
     limit = 1  # XLA's CPU backend compiles a convolution's weight gradient inside a loop badly (jax-ml/jax#12868)
   if limit == 0:
     row_bytes = int(np.prod(run.data.input_shape)) * 4 + 8
-    limit = max(1, CHUNK_BYTES // (row_bytes * cfg.batch_size))
+    budget = STREAM_CHUNK_BYTES if getattr(run.data, "streamed", False) else CHUNK_BYTES
+    limit = max(1, budget // (row_bytes * cfg.batch_size))
   ends = [run.total_steps]
   for every in (cfg.checkpoint_every_steps, run.steps_per_epoch):
     ends.append((step // every + 1) * every)
@@ -465,6 +496,13 @@ def finalize(run: Run, last: TrainState) -> tuple[dict, dict]:
   probs = run.loss.probs(arrays["test"][0])
   results["checkpoints"]["val"]["test"]["raw"].update(longtail_scores(probs, arrays["test"][1], counts, cfg.longtail))
   results["train_class_counts"] = counts.tolist()
+  for extra in getattr(run.data, "extra_splits", []):  # e.g. ILSVRC2012 val beside WebVision's: the selected state
+    logits = predict_split(run.executor, arrays["state"], run.data, extra, bs)
+    scores = calibrate_and_score(run.loss, arrays["val"], logits, cfg.calibration, bootstrap=False)
+    results.setdefault("extra_test", {})[extra] = scores
+    results["checkpoints"]["val"].setdefault("extra_test", {})[extra] = scores
+  if run.pretrained is not None:
+    results["pretrained"] = run.pretrained
   chosen = results["checkpoints"]["val"]
   results["selected"] = {"by": "validation accuracy (ties: lower validation NLL)", **{k: v for k, v in chosen.items() if k != "test"}}
   results["test"] = chosen["test"]

@@ -6,7 +6,9 @@ import optax
 
 
 def make_schedule(cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-  """constant / cosine (to 0) / step (multiply by `step_factor` at each of `step_epochs`), with linear warm-up.
+  """constant / cosine (to 0) / step (multiply by `step_factor` at each of `step_epochs`) / exponential (multiply by
+  `decay_rate` after every epoch, a staircase: torch's ``ExponentialLR`` stepped once an epoch, the WebVision recipe
+  of Ma et al. 2020), with linear warm-up.
 
   `step_epochs` entries <= 1 are fractions of training, larger ones are epochs.
   """
@@ -23,8 +25,10 @@ def make_schedule(cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule
       step = int(round(b * total_steps)) if b <= 1 else int(round(b * steps_per_epoch))
       bounds[max(step - warmup, 1)] = cfg.step_factor
     main = optax.piecewise_constant_schedule(lr, bounds)
+  elif cfg.schedule == "exponential":
+    main = optax.exponential_decay(lr, max(steps_per_epoch, 1), cfg.decay_rate, staircase=True)
   else:
-    raise ValueError(f"optimizer.schedule must be constant, cosine or step, got {cfg.schedule!r}")
+    raise ValueError(f"optimizer.schedule must be constant, cosine, step or exponential, got {cfg.schedule!r}")
   if warmup == 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
