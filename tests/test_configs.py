@@ -222,6 +222,7 @@ def test_real_world_configs_run_on_replicas(name, replicas, tmp_path):
     assert list(results["extra_test"]) == [local.dataset.extra_test]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_data_workers_give_the_same_run(tmp_path):
   # train.data_workers (set in the GPU protocol configs) prepares batches in threads: the run must not change.

@@ -151,7 +151,9 @@ _TINY = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(_TINY))
+@pytest.mark.parametrize(  # the deeper ResNets repeat resnet18's blocks: the extended tier
+  "name", [pytest.param(n, marks=pytest.mark.extended) if n in ("resnet34", "resnet50") else n for n in sorted(_TINY)]
+)
 @pytest.mark.slow
 def test_tiny_forward_train_and_eval(name):
   assert set(_TINY) == set(available_models())

@@ -81,6 +81,7 @@ def _has_png(nb) -> bool:
   return any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_quickstart_notebook(kernel_env, tmp_path):
   summary, nb, elapsed = _run("quickstart", "SUMMARY", kernel_env, tmp_path)
@@ -93,6 +94,7 @@ def test_quickstart_notebook(kernel_env, tmp_path):
   assert elapsed < TIMEOUT_S
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_calibration_notebook(kernel_env, tmp_path):
   result, nb, elapsed = _run("calibration", "dict(table=TABLE, ood=OOD)", kernel_env, tmp_path)

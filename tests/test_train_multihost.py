@@ -72,6 +72,7 @@ def train_losses(workdir):
 
 
 @pytest.mark.parametrize("loss", ["gence"])
+@pytest.mark.extended
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, loss):
   overrides = [*OVERRIDES, f"loss.name={loss}"]
