@@ -149,6 +149,7 @@ def test_shards_then_summarize_only_give_the_one_process_summary(reference, tmp_
   assert sorted(os.path.join(d, f) for d, _, fs in os.walk(wd) for f in fs) == before
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_submitit_local_launcher(reference, tmp_path, capsys, monkeypatch):
   # submitit's logging handlers would hold on to this test's captured streams (closed after it)
@@ -268,6 +269,7 @@ def test_leases_of_this_and_other_hosts(tmp_path):
   assert not lock_path.exists()
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_killed_grid_resumes_on_rerun(tmp_path, capsys):
   # the command killed (kill -9) mid-cell; rerun, it finishes the grid, the killed cell resumed from its checkpoint

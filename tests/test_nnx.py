@@ -454,6 +454,7 @@ RESUME_NNX = [
 ]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_user_nnx_factory_trains_and_resumes_bit_exact_after_sigkill(user_file, tmp_path):
   """A user's NNX model (BatchNorm, Dropout, a list of layers) given as file.py:factory, with AdaFocal's state and

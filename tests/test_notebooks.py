@@ -114,6 +114,7 @@ def test_calibration_notebook(kernel_env, tmp_path):
   assert elapsed < TIMEOUT_S
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_nnx_notebook(kernel_env, tmp_path):
   result, nb, elapsed = _run("nnx", "dict(summary=SUMMARY, program=PROGRAM)", kernel_env, tmp_path)

@@ -40,6 +40,7 @@ def events(workdir, name):
   return [e for e in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if e["event"] == name]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_resume_with_another_config_is_refused_before_anything_runs(tmp_path):
   wd = str(tmp_path / "w")

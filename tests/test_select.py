@@ -123,6 +123,7 @@ FAST = [
 ]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_compare_select_end_to_end_on_digits(tmp_path):
   wd = tmp_path / "cmp"

@@ -137,6 +137,7 @@ RESUME = [
 ]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
   """Adam state, BatchNorm statistics, dropout keys (fold_in of the step) and augmentation all resume exactly."""
