@@ -189,10 +189,10 @@ def run_submitit(cells: Sequence[grid.Cell], workdir: str, *, cluster: str, opti
                  poll: float = 2.0) -> list[str]:
   """Submits one task per cell (a job array on SLURM) and waits for them; returns a line per task that failed as a
   job (killed, out of memory, out of time after its requeues). The cells' own failures are in their ``failed.json``."""
+  folder = options.get("folder") or os.path.join(workdir, GRID_DIR, "submitit")
+  executor = _executor(folder, cluster, options)  # first: a missing submitit is the one-line config error
   from gence_jax.train import submitit_jobs
 
-  folder = options.get("folder") or os.path.join(workdir, GRID_DIR, "submitit")
-  executor = _executor(folder, cluster, options)
   try:
     jobs = executor.map_array(submitit_jobs.CellJob(since), list(cells))
   except Exception as e:  # noqa: BLE001 - sbatch missing or refusing the array: one line, with its reason
